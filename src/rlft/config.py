@@ -1,0 +1,376 @@
+"""Run configuration: frozen dataclasses, one per concern.
+
+These classes are the single source of truth for every setting: the YAML schema, the
+dotted command-line overrides (``algo.name=rloo rollout.group_size=8``) and ``rlft --help``
+are all generated from them, so flags and docs cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from rlft.errors import RlftError
+
+
+def doc(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's word
+    """A dataclass field with a default and its documentation."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = doc("rlft-base", "Hugging Face hub name or local directory of the policy; 'rlft-base' is the bundled model.")
+    kind: str = doc("auto", "Architecture family: 'auto' (from the config), 'causal' (decoder-only) or 'seq2seq' (encoder-decoder).")
+    trust_remote_code: bool = doc(False, "Allow custom modelling code shipped with the checkpoint. Off unless you trust the source.")
+    revision: Optional[str] = doc(None, "Hub revision (branch, tag or commit) to load.")
+    tokenizer: Optional[str] = doc(None, "Tokenizer name or path when it differs from the model's.")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    task: Optional[str] = doc(None, "A bundled task (see `rlft tasks`); it fills in data paths, template and reward.")
+    train: Optional[str] = doc(None, "Training prompts: a .jsonl/.csv/.parquet file, a `datasets` directory, or a hub dataset name.")
+    validation: Optional[str] = doc(None, "Validation prompts (same formats). Empty: carved from `train` by `validation_fraction`.")
+    test: Optional[str] = doc(None, "Held-out test prompts (same formats). Empty: carved from `train` by `test_fraction`.")
+    hub_split: str = doc("train", "Split to read when `train` is a hub dataset or a `datasets` DatasetDict.")
+    validation_fraction: float = doc(0.05, "Share of unique prompts held out for validation when no validation file is given (hash split).")
+    test_fraction: float = doc(0.05, "Share of unique prompts held out for test when no test file is given (hash split).")
+    prompt_field: str = doc("prompt", "Column holding the prompt text.")
+    reference_field: str = doc("reference", "Column holding one reference text (string) or several (list of strings).")
+    references_field: str = doc("references", "Column holding a list of references; used when `reference_field` is absent.")
+    id_field: str = doc("id", "Optional column with a stable example id.")
+    count_field: str = doc("count", "Optional column with how often the prompt occurs in traffic (a positive integer); `weight` is read too.")
+    template: str = doc("{prompt}", "Prompt template, a Python format string with {prompt}; 'chat' uses the tokenizer's chat template.")
+    max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.")
+    overlong: str = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
+    max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    engine: str = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders).")
+    prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.")
+    group_size: int = doc(4, "G: completions sampled per prompt.")
+    max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.")
+    temperature: float = doc(1.0, "Sampling temperature (> 0).")
+    top_p: float = doc(1.0, "Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off).")
+    top_k: int = doc(0, "Keep only the k most likely tokens (0 = off).")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    spec: str = doc("chrf", "Reward: a registered name ('chrf', 'bleu', 'rouge_l', ...), `module:function`, or a weighted sum such as '0.8*chrf + 0.2*length_penalty'.")
+    cjk: str = doc("auto", "Tokenize Chinese/Japanese by character for ROUGE/BLEU: 'auto' (detect), 'always', 'never'.")
+    target_length_ratio: float = doc(1.0, "length_penalty: preferred completion length as a multiple of the reference length.")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    name: str = doc("rloo", "Policy-gradient estimator: 'reinforce', 'scst', 'rloo' or 'grpo'.")
+    kl_coef: float = doc(0.0, "Weight of the KL penalty to the frozen reference model; 0 keeps no reference copy in memory.")
+    kl_estimator: str = doc("k3", "KL estimator per token: 'k1' (log-ratio) or 'k3' (Schulman's unbiased, non-negative).")
+    entropy_coef: float = doc(0.0, "Weight of the entropy bonus.")
+    clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].")
+    loss_norm: str = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
+    baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.")
+    updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).")
+    scale_rewards: bool = doc(True, "GRPO: divide group-centred rewards by the group's standard deviation.")
+
+
+@dataclass(frozen=True)
+class FrequencyConfig:
+    alpha: float = doc(0.0, "Traffic weighting: prompt weight proportional to count**alpha (0 = uniform over unique prompts, 1 = proportional to traffic).")
+    floor: float = doc(0.0, "Minimum share of sampling probability per unique prompt, as a fraction of the uniform share 1/U (0 = no floor, 1 = uniform).")
+    mode: str = doc("sample", "How the weights act: 'sample' (prompt sampling probability), 'loss' (loss weight under uniform sampling) or 'both'.")
+    normalize: bool = doc(False, "Count repeats after normalizing whitespace, case and digits, not only exact repeats.")
+    head_share: float = doc(0.5, "Head bucket: the most frequent prompts that together make up this share of traffic.")
+    torso_share: float = doc(0.3, "Torso bucket: the next prompts making up this share of traffic; the rest is the tail.")
+    tail_guard: float = doc(-1.0, "Tail guard: keep the tail's validation metric within this many points (0-100) of its start value; < 0 = off.")
+    tail_guard_boost: float = doc(2.0, "Tail guard: factor applied to the tail's weight while the tail is below its floor.")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = doc(1e-5, "Peak learning rate of AdamW.")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    beta1: float = doc(0.9, "AdamW beta1.")
+    beta2: float = doc(0.999, "AdamW beta2.")
+    warmup_steps: int = doc(0, "Linear warm-up steps.")
+    schedule: str = doc("constant", "Learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' (decay to 0 at the last step).")
+    max_grad_norm: float = doc(1.0, "Clip the gradient norm to this value (0 = off).")
+    grad_accum: int = doc(1, "Micro-batches per optimizer step: the batch is split into this many parts (same gradient, less memory).")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = doc("runs/rlft", "Run directory: checkpoints, metrics.jsonl, TensorBoard events, resolved config.")
+    steps: int = doc(100, "Optimizer steps to train.")
+    seed: int = doc(0, "Random seed (model init noise, sampling, data order).")
+    device: str = doc("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
+    precision: str = doc("auto", "'auto' (bf16 autocast on CUDA with bf16 support, else fp32), 'fp32' or 'bf16' (autocast, fp32 master weights).")
+    threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.")
+    eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).")
+    save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).")
+    keep_checkpoints: int = doc(2, "Keep the newest N step checkpoints (the final one is always kept).")
+    resume: bool = doc(False, "Continue from the newest complete checkpoint in output_dir.")
+    progress: bool = doc(True, "Show a live progress bar.")
+    tensorboard: bool = doc(True, "Write TensorBoard event files (needs the `tensorboard` package; skipped with a warning if absent).")
+    skip_bad_reward_limit: int = doc(10, "Stop the run after this many consecutive steps skipped for NaN/inf or failing rewards.")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    batch_size: int = doc(16, "Examples per optimizer step.")
+    epochs: float = doc(1.0, "Passes over the training data; `run.steps` caps the total when it is smaller.")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    split: str = doc("validation", "Split evaluated during training ('validation') or by `rlft eval` ('test' or 'validation').")
+    max_examples: int = doc(64, "Evaluate on at most this many prompts (first N, deterministic).")
+    batch_size: int = doc(16, "Prompts per greedy decoding batch.")
+    max_new_tokens: Optional[int] = doc(None, "Longest evaluated completion; empty: rollout.max_new_tokens.")
+    metric: Optional[str] = doc(None, "Task metric reported at evaluation; empty: the reward spec.")
+    show_samples: int = doc(3, "Example outputs printed and logged at each evaluation.")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    frequency: FrequencyConfig = field(default_factory=FrequencyConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML file + dotted overrides -> validated Config
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config, e.g. ``['model.name_or_path', ...]``."""
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.extend(all_keys(tp, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _unknown_key(key: str, source: str) -> RlftError:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    if not close:  # try the last component alone: 'group_sise' -> 'rollout.group_size'
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
+        match = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+        close = [leaves[match[0]]] if match else []
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return RlftError(f"{source}: unknown config key '{key}'{hint}")
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    import typing
+
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key, source)
+    bad = RlftError(f"{source}: config key '{key}' expects {getattr(tp, '__name__', tp)}, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise bad
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise bad
+        try:
+            as_float = float(value)
+        except ValueError:
+            raise bad from None
+        if as_float != int(as_float):
+            raise bad
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise bad
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise bad
+        return str(value)
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], source: str, prefix: str = "") -> Any:
+    types = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in types:
+            raise _unknown_key(full, source)
+        tp = types[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise RlftError(f"{source}: config section '{full}' must be a mapping, got {value!r}")
+            kwargs[key] = _build(tp, value, source, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full, source)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``['algo.name=rloo', 'rollout.group_size=8']`` -> nested dict (values parsed as YAML scalars)."""
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise RlftError(f"command line: override '{item}' must look like section.key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip().lstrip("-")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RlftError(f"command line: override '{item}' conflicts with an earlier one")
+        node[parts[-1]] = value
+    return nested
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> Config:
+    """Build a Config from defaults, an optional ``base`` mapping (e.g. a task's defaults),
+    an optional YAML file and dotted overrides, each layer winning over the previous."""
+    import yaml
+
+    values: dict[str, Any] = dict(base or {})
+    if path is not None:
+        path = Path(path)
+        if not path.exists():
+            raise RlftError(f"{path}: config file does not exist")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise RlftError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        if not isinstance(loaded, dict):
+            raise RlftError(f"{path}: the config must be a mapping of sections")
+        _build(Config, loaded, str(path))  # validate the file on its own, to blame the right source
+        values = _merge(values, loaded)
+    if overrides:
+        parsed = parse_overrides(overrides)
+        _build(Config, parsed, "command line")
+        values = _merge(values, parsed)
+    config = _build(Config, values, str(path) if path else "config")
+    validate(config)
+    return config
+
+
+def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
+    """A copy of ``config`` with some fields replaced: ``with_overrides(c, run={'steps': 5})``."""
+    return _build(Config, _merge(config.to_dict(), sections), "config")
+
+
+_CHOICES = {
+    "model.kind": ("auto", "causal", "seq2seq"),
+    "data.overlong": ("truncate", "reject"),
+    "rollout.engine": ("plain",),
+    "reward.cjk": ("auto", "always", "never"),
+    "algo.kl_estimator": ("k1", "k3"),
+    "algo.loss_norm": ("token", "sequence"),
+    "optim.schedule": ("constant", "linear", "cosine"),
+    "frequency.mode": ("sample", "loss", "both"),
+    "run.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def validate(config: Config) -> None:
+    """Range and choice checks that types alone cannot express."""
+    flat = {k: _get(config, k) for k in all_keys()}
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise RlftError(f"config: {key}={flat[key]!r} is not one of {', '.join(choices)}")
+    from rlft.algorithms import ALGORITHMS
+
+    if config.algo.name not in ALGORITHMS:
+        close = difflib.get_close_matches(config.algo.name, list(ALGORITHMS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RlftError(f"config: algo.name: unknown algorithm '{config.algo.name}' "
+                        f"(known: {', '.join(sorted(ALGORITHMS))}){hint}")
+    positive = ["rollout.prompts_per_step", "rollout.group_size", "rollout.max_new_tokens",
+                "rollout.temperature", "run.steps", "optim.grad_accum", "algo.updates_per_batch",
+                "eval.batch_size", "sft.batch_size", "data.max_prompt_tokens"]
+    for key in positive:
+        if not flat[key] > 0:
+            raise RlftError(f"config: {key} must be > 0, got {flat[key]!r}")
+    if not 0 < config.rollout.top_p <= 1:
+        raise RlftError(f"config: rollout.top_p must be in (0, 1], got {config.rollout.top_p}")
+    if config.algo.kl_coef < 0 or config.algo.entropy_coef < 0:
+        raise RlftError("config: algo.kl_coef and algo.entropy_coef must be >= 0")
+    if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
+        raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
+                        "(its baseline compares the samples of one prompt)")
+
+
+def _get(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def help_text(cls: type = Config, prefix: str = "") -> str:
+    """The settings reference shown by ``rlft --help`` and written to docs/config.md."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        tp = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"\n[{prefix}{f.name}]")
+            lines.append(help_text(tp, f"{prefix}{f.name}."))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"  {prefix}{f.name}={default!r}\n      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
