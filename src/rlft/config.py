@@ -87,7 +87,7 @@ class AlgoConfig:
 class FrequencyConfig:
     alpha: float = doc(0.0, "Traffic weighting: prompt weight proportional to count**alpha (0 = uniform over unique prompts, 1 = proportional to traffic).")
     floor: float = doc(0.0, "Minimum share of sampling probability per unique prompt, as a fraction of the uniform share 1/U (0 = no floor, 1 = uniform).")
-    mode: str = doc("sample", "How the weights act: 'sample' (prompt sampling probability), 'loss' (loss weight under uniform sampling) or 'both'.")
+    mode: str = doc("sample", "How the weights act: 'sample' (prompt sampling probability) or 'loss' (loss weight under uniform sampling).")
     normalize: bool = doc(False, "Count repeats after normalizing whitespace, case and digits, not only exact repeats.")
     head_share: float = doc(0.5, "Head bucket: the most frequent prompts that together make up this share of traffic.")
     torso_share: float = doc(0.3, "Torso bucket: the next prompts making up this share of traffic; the rest is the tail.")
@@ -323,7 +323,7 @@ _CHOICES = {
     "algo.kl_estimator": ("k1", "k3"),
     "algo.loss_norm": ("token", "sequence"),
     "optim.schedule": ("constant", "linear", "cosine"),
-    "frequency.mode": ("sample", "loss", "both"),
+    "frequency.mode": ("sample", "loss"),
     "run.precision": ("auto", "fp32", "bf16"),
 }
 

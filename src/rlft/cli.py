@@ -1,0 +1,199 @@
+"""The ``rlft`` command. Every subcommand takes an optional YAML config and dotted overrides:
+
+    rlft train examples/translation.yaml algo.name=rloo rollout.group_size=8
+
+Imports are lazy: ``rlft --help`` loads neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+COMMANDS = {
+    "train": "RL fine-tuning (REINFORCE, SCST, RLOO, GRPO) of a model on a prompt dataset.",
+    "sft": "Supervised fine-tuning on the same data (the baseline RL is compared with, and its warm start).",
+    "eval": "Greedy-decode a split and report the task metric, reward, length and truncation.",
+    "generate": "Generate completions for prompts given on the command line or in a file.",
+    "demo": "The end-to-end demo: RL on the bundled translation task, before/after table and report.",
+    "pretrain": "Build the bundled base model: tokenizer + small decoder-only model on local text.",
+    "report": "Write the HTML report (plots, before/after table) of a run directory.",
+    "tasks": "List the bundled tasks.",
+    "config": "Print the fully resolved config (YAML) for a config file and overrides.",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rlft.config import help_text
+
+    epilog = "settings (set in YAML or as section.key=value):\n" + help_text()
+    parser = argparse.ArgumentParser(
+        prog="rlft", description="Reinforcement-learning fine-tuning of Hugging Face language models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
+                       help="an optional YAML config file, then dotted overrides")
+        if name == "eval":
+            p.add_argument("--kl", action="store_true", help="also measure KL to the initial model (loads a copy)")
+            p.add_argument("--tag", default="eval", help="name of the eval/<tag>.json written to run.output_dir")
+        if name == "generate":
+            p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+            p.add_argument("--input", help="a file with one prompt per line, or .jsonl with a prompt field")
+            p.add_argument("--sample", type=int, default=0, help="draw N samples per prompt instead of greedy decoding")
+        if name in ("train", "sft"):
+            p.add_argument("--resume", action="store_true", help="same as run.resume=true")
+        if name == "demo":
+            p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
+        if name == "report":
+            p.add_argument("--run-dir", required=False, help="the run directory (default: run.output_dir)")
+    return parser
+
+
+def _config(args: list[str], extra: list[str] | None = None) -> Any:
+    from rlft.config import load_config
+
+    path = args[0] if args and "=" not in args[0] else None
+    overrides = (args[1:] if path else args) + (extra or [])
+    return load_config(path, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rlft.errors import RlftError
+
+    parser = _parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 0
+    handler: Callable[[argparse.Namespace], int] = globals()[f"_cmd_{ns.command}"]
+    try:
+        return handler(ns)
+    except RlftError as err:
+        print(f"rlft: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rlft: interrupted; resume with run.resume=true", file=sys.stderr)
+        return 130
+
+
+def _cmd_train(ns: argparse.Namespace) -> int:
+    from rlft.train.loop import train
+
+    config = _config(ns.args, ["run.resume=true"] if ns.resume else None)
+    result = train(config)
+    _print_final(result)
+    return 0
+
+
+def _cmd_sft(ns: argparse.Namespace) -> int:
+    from rlft.train.sft import sft
+
+    config = _config(ns.args, ["run.resume=true"] if ns.resume else None)
+    result = sft(config)
+    _print_final(result)
+    return 0
+
+
+def _print_final(result: Any) -> None:
+    last = result.evals[-1] if result.evals else None
+    msg = f"done: {result.step} steps; model in {result.final_dir}"
+    if last is not None:
+        msg += f"; validation {last['metric_name']} {last['metric']:.2f}"
+    if result.skipped_steps:
+        msg += f"; {result.skipped_steps} steps skipped for bad rewards"
+    print(msg)
+
+
+def _cmd_eval(ns: argparse.Namespace) -> int:
+    from rlft.api import evaluate_model
+
+    config = _config(ns.args)
+    result = evaluate_model(config, tag=ns.tag, with_kl=ns.kl)
+    rows = [("examples", result["n"]), (result["metric_name"], result["metric"]),
+            (result["second_metric_name"], result["second_metric"]), ("reward", result["reward"]),
+            ("kl", result["kl"]), ("length", result["length"]), ("truncation_rate", result["truncation_rate"])]
+    for key in ("traffic_weighted", "unweighted", "head", "torso", "tail"):
+        if result.get(key) is not None:
+            rows.append((key, result[key]))
+    for name, value in rows:
+        print(f"{name:>18}  {value:.4g}" if isinstance(value, float) else f"{name:>18}  {value}")
+    for s in result["samples"]:
+        print(f"\n> {s['prompt']}\n= {s['reference']}\n< {s['output']}")
+    return 0
+
+
+def _cmd_generate(ns: argparse.Namespace) -> int:
+    from rlft.api import generate
+    from rlft.errors import RlftError
+
+    prompts = list(ns.prompt)
+    if ns.input:
+        from pathlib import Path
+
+        path = Path(ns.input)
+        if not path.exists():
+            raise RlftError(f"{path}: no such file")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    prompts.append(json.loads(line)["prompt"])
+                except (json.JSONDecodeError, KeyError, TypeError) as err:
+                    raise RlftError(f"{path}:{i}: field 'prompt': {err}") from None
+            else:
+                prompts.append(line)
+    if not prompts:
+        raise RlftError("generate: give --prompt TEXT or --input FILE")
+    outputs = generate(_config(ns.args), prompts, greedy=ns.sample <= 0, samples=max(ns.sample, 1))
+    for prompt, outs in zip(prompts, outputs):
+        print(json.dumps({"prompt": prompt, "outputs": outs}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace) -> int:
+    from rlft.demo import run_demo
+
+    return run_demo(ns.args, quick=ns.quick)
+
+
+def _cmd_pretrain(ns: argparse.Namespace) -> int:
+    from rlft.pretrain import main as pretrain_main
+
+    return pretrain_main(ns.args)
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rlft.report import write_report
+
+    run_dir = Path(ns.run_dir) if ns.run_dir else Path(_config(ns.args).run.output_dir)
+    print(write_report(run_dir))
+    return 0
+
+
+def _cmd_tasks(ns: argparse.Namespace) -> int:
+    from rlft.tasks import TASKS
+
+    for name, task in TASKS.items():
+        print(f"{name:<14} {task.language:<6} metric={task.metric:<8} reward={task.reward}  {task.description}")
+    return 0
+
+
+def _cmd_config(ns: argparse.Namespace) -> int:
+    import yaml
+
+    from rlft.train.setup import apply_task_defaults
+
+    print(yaml.safe_dump(apply_task_defaults(_config(ns.args)).to_dict(), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

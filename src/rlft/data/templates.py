@@ -1,0 +1,106 @@
+"""Turn a prompt into the model's input: fill the template, then tokenize within the length budget."""
+
+from __future__ import annotations
+
+import functools
+import string
+import warnings
+from typing import Any
+
+from rlft.errors import RlftError
+
+CHAT = "chat"
+OVERLONG_CHOICES = ("truncate", "reject")
+
+
+@functools.lru_cache(maxsize=64)
+def template_fields(template: str) -> frozenset[str]:
+    """The top-level field names a format template uses (``{a.b}`` and ``{a[0]}`` use ``a``)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise RlftError(f"data.template: malformed format string ({err}); write literal braces as {{{{ }}}}") from None
+    names = set()
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        root = name.split(".", 1)[0].split("[", 1)[0]
+        if not root or root.isdigit():
+            raise RlftError("data.template: positional fields such as {} are not supported; use {prompt}")
+        names.add(root)
+    if "prompt" not in names:
+        raise RlftError("data.template must contain {prompt}")
+    return frozenset(names)
+
+
+def render_prompt(template: str, prompt: str, tokenizer: Any = None, /, **meta: Any) -> str:
+    """Fill ``template`` with the prompt (and any Example.meta columns it names).
+
+    ``template == 'chat'`` wraps the prompt as one user turn in the tokenizer's chat template,
+    ending with the assistant cue. The first three parameters are positional-only so a data
+    column called ``prompt`` or ``tokenizer`` can still arrive through ``meta``; the Example's
+    own prompt always wins.
+    """
+    if template == CHAT:
+        return _render_chat(prompt, tokenizer)
+    missing = sorted(template_fields(template) - {"prompt"} - set(meta))
+    if missing:
+        available = ", ".join(["prompt", *sorted(meta)])
+        raise RlftError(f"data.template: unknown field '{missing[0]}' (available: {available})")
+    try:
+        return template.format_map({**meta, "prompt": prompt})
+    except (KeyError, IndexError, AttributeError, ValueError) as err:
+        raise RlftError(f"data.template: cannot fill the template ({type(err).__name__}: {err})") from None
+
+
+def _render_chat(prompt: str, tokenizer: Any) -> str:
+    if tokenizer is None:
+        raise RlftError("data.template='chat' needs a tokenizer")
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise RlftError("data.template='chat' but the tokenizer has no chat template; "
+                        "use a format template such as 'Question: {prompt}\\nAnswer:'")
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where: str) -> list[int]:
+    """Tokenize a rendered prompt and hold it to ``max_tokens``.
+
+    'truncate' keeps the prompt's end, because templates put the generation cue ('Answer:',
+    the assistant header) last and the model must still see it; special tokens the tokenizer
+    adds at either end (BOS, T5's EOS) are kept. 'reject' raises.
+    """
+    if overlong not in OVERLONG_CHOICES:
+        raise RlftError(f"data.overlong must be one of {', '.join(OVERLONG_CHOICES)}, got '{overlong}'")
+    if max_tokens < 1:
+        raise RlftError(f"data.max_prompt_tokens must be at least 1, got {max_tokens}")
+    # A chat template already writes the BOS token into the text; adding another one
+    # would give the model a sequence it never saw in training.
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    ids = list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+    if len(ids) <= max_tokens:
+        return ids
+    message = f"{where}: prompt is {len(ids)} tokens, longer than data.max_prompt_tokens={max_tokens}"
+    if overlong == "reject":
+        raise RlftError(message)
+    if add_special:
+        prefix, body, suffix = _split_special(ids, text, tokenizer)
+    else:  # the BOS written by the chat template stays first
+        keep = 1 if ids[0] == getattr(tokenizer, "bos_token_id", None) else 0
+        prefix, body, suffix = ids[:keep], ids[keep:], []
+    budget = max_tokens - len(prefix) - len(suffix)
+    if budget < 1:
+        raise RlftError(f"{message}; the tokenizer's special tokens alone fill it")
+    warnings.warn(f"{message}; kept its last {max_tokens} tokens", stacklevel=2)
+    return prefix + body[-budget:] + suffix
+
+
+def _split_special(ids: list[int], text: str, tokenizer: Any) -> tuple[list[int], list[int], list[int]]:
+    """Split ``ids`` into (tokens the tokenizer added before, the text's tokens, tokens added after)."""
+    plain = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    extra = len(ids) - len(plain)
+    for start in range(max(extra, 0) + 1):
+        if ids[start:start + len(plain)] == plain:
+            return ids[:start], plain, ids[start + len(plain):]
+    return [], ids, []  # the added tokens are interleaved; treat everything as text

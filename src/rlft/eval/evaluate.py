@@ -1,0 +1,145 @@
+"""Greedy-decode evaluation: task metric, reward, KL to the reference, length, truncation.
+
+The result is a plain dict with the fields the report reads (see ``rlft.report``), written
+to ``run_dir/eval/<tag>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from rlft.data.example import Example
+
+
+@torch.no_grad()
+def greedy_kl(policy_model: Any, ref_model: Any, rollout: Any, *, is_seq2seq: bool) -> float:
+    """Mean per-token KL(pi || pi_ref) along the greedy outputs, exact over the vocabulary.
+
+    A sample-based estimate would be biased on greedy (argmax) tokens; here both full
+    next-token distributions are compared at every generated position.
+    """
+    from rlft.models.logprobs import completion_token_logprobs
+
+    mask = rollout.completion_mask
+    if mask.sum() == 0:
+        return 0.0
+    logp = completion_token_logprobs(policy_model, rollout, is_seq2seq=is_seq2seq)  # (N, T, V)
+    logq = completion_token_logprobs(ref_model, rollout, is_seq2seq=is_seq2seq)     # (N, T, V)
+    kl = (logp.exp() * (logp - logq)).sum(-1)                                      # (N, T)
+    return float((kl * mask).sum() / mask.sum())
+
+
+def evaluate(
+    parts: Any,
+    examples: Sequence[Example],
+    *,
+    ref_model: Any = None,
+    tag: str = "eval",
+    step: int = 0,
+    split: str = "validation",
+    freq_buckets: bool = True,
+) -> dict[str, Any]:
+    """Greedy-decode ``examples`` in batches and score them.
+
+    Returns the report's eval dict: metric (0-100, mean of sentence scores) with per-example
+    scores, a second metric, mean reward, KL to ``ref_model`` (None without one), mean length,
+    truncation rate, traffic buckets and stratified scores, and sample outputs.
+    """
+    from rlft.rewards import METRICS, score
+    from rlft.train.setup import render
+
+    config, policy = parts.config, parts.policy
+    metric_name, second_name = metric_names(config)
+    max_new = config.eval.max_new_tokens or config.rollout.max_new_tokens
+    outputs: list[str] = []
+    rewards: list[float] = []
+    lengths: list[float] = []
+    truncated: list[bool] = []
+    kl_sum = kl_tokens = 0.0
+    for start in range(0, len(examples), config.eval.batch_size):
+        batch = list(examples[start:start + config.eval.batch_size])
+        prompts = render(config, policy.tokenizer, batch)
+        rollout = parts.sampler.greedy(prompts, max_new_tokens=max_new)
+        outputs.extend(rollout.texts)
+        lengths.extend(rollout.lengths.tolist())
+        truncated.extend(rollout.truncated.tolist())
+        result = score(parts.reward_fn, [ex.prompt for ex in batch], rollout.texts,
+                       [ex.references for ex in batch], truncated=rollout.truncated.tolist())
+        rewards.extend(result.rewards if result.rewards is not None else [math.nan] * len(batch))
+        if ref_model is not None:
+            with parts.autocast():
+                n_tok = float(rollout.completion_mask.sum())
+                kl_sum += greedy_kl(policy.model, ref_model, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
+                kl_tokens += n_tok
+    refs = [ex.references for ex in examples]
+    per_example = METRICS[metric_name].sentence(outputs, refs)
+    second = METRICS[second_name].sentence(outputs, refs) if second_name else None
+    out: dict[str, Any] = {
+        "tag": tag, "step": step, "split": split, "n": len(examples),
+        "metric_name": metric_name, "metric": _mean(per_example), "per_example": per_example,
+        "corpus_metric": METRICS[metric_name].corpus(outputs, refs),
+        "second_metric_name": second_name, "second_metric": _mean(second) if second else None,
+        "second_per_example": second,
+        "reward": _mean([r for r in rewards if math.isfinite(r)]),
+        "kl": (kl_sum / kl_tokens) if kl_tokens else None,
+        "length": _mean(lengths), "truncation_rate": _mean([float(t) for t in truncated]),
+        "ids": [ex.id for ex in examples], "counts": [ex.count for ex in examples],
+        "outputs": outputs,
+        "samples": [{"id": ex.id, "prompt": ex.prompt, "reference": ex.references[0], "output": o}
+                    for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
+    }
+    if freq_buckets:
+        from rlft.data.frequency import assign_buckets, stratified_scores
+
+        counts = [ex.count for ex in examples]
+        buckets = assign_buckets(counts, config.frequency.head_share, config.frequency.torso_share)
+        out["buckets"] = buckets
+        out.update({k: v for k, v in stratified_scores(per_example, counts, buckets).items()})
+    return out
+
+
+def metric_names(config: Any) -> tuple[str, str | None]:
+    """The task metric and a second metric the reward did not optimize (to catch hacking)."""
+    from rlft.rewards import METRICS
+
+    name = config.eval.metric
+    if name is None:  # the reward's first registered term, e.g. '0.8*chrf + 0.2*x' -> chrf
+        terms = [t.split("*")[-1].strip() for t in config.reward.spec.split("+")]
+        name = next((t for t in terms if t in METRICS), "chrf")
+    if name not in METRICS:
+        from rlft.errors import RlftError
+
+        raise RlftError(f"config: eval.metric: unknown metric '{name}' (known: {', '.join(sorted(METRICS))})")
+    second = {"chrf": "bleu", "bleu": "chrf", "rouge_l": "chrf"}.get(name, "chrf")
+    return name, second
+
+
+def log_summary(result: dict[str, Any]) -> dict[str, float | None]:
+    """The scalar part of an eval result, for metrics.jsonl."""
+    keys = ["metric", "corpus_metric", "second_metric", "reward", "kl", "length", "truncation_rate",
+            "traffic_weighted", "unweighted", "head", "torso", "tail"]
+    return {k: result[k] for k in keys if k in result}
+
+
+def write_eval(run_dir: Path, result: dict[str, Any]) -> Path:
+    """Atomically write ``run_dir/eval/<tag>.json``."""
+    path = Path(run_dir) / "eval" / f"{result['tag']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _mean(xs: Sequence[float] | None) -> float:
+    xs = list(xs or [])
+    return float(sum(xs) / len(xs)) if xs else float("nan")
+
+
+Evaluator = Callable[..., dict[str, Any]]

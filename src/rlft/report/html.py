@@ -1,0 +1,273 @@
+"""The run report: one self-contained HTML file built from a run directory's outputs.
+
+Reads only files (``metrics.jsonl``, ``eval/<tag>.json``), never training objects, so it works
+on a finished run, a run still in progress, or a run copied from another machine. Writes into
+``run_dir/report/``: ``report.html`` (PNGs inlined as base64 data URIs, inline CSS, no external
+assets, so the file can be mailed or attached to CI as is), the PNGs, ``summary.json`` (the
+numbers of the tables) and ``table.txt`` (the plain-text tables).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from rlft.errors import RlftError, where
+from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
+from rlft.report import plots
+from rlft.report.table import (
+    Group, Row, align_pair, bucket_groups, bucket_table, comparison_rows, comparison_table, display_name, fmt,
+    fmt_ci, pick_examples,
+)
+
+_SHOWN_CHARS = 2000  # per text field in the HTML examples; the full text stays in eval/<tag>.json
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#1a202c;line-height:1.45}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #e2e8f0}
+.meta{color:#4a5568;font-size:.9em}
+.verdict{padding:.6em 1em;border-radius:6px;background:#edf2f7;margin:1em 0;font-weight:600}
+.verdict.improved{background:#e6f4ea}.verdict.worse{background:#fdecea}
+table{border-collapse:collapse;font-size:.92em;margin:.5em 0}
+th,td{padding:.3em .8em;border-bottom:1px solid #e2e8f0;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f7fafc}
+td.sig{font-weight:600}
+img{max-width:100%;height:auto;border:1px solid #e2e8f0;border-radius:4px}
+.ex{border:1px solid #e2e8f0;border-radius:6px;padding:.6em 1em;margin:.8em 0}
+.ex pre{white-space:pre-wrap;word-break:break-word;background:#f7fafc;padding:.4em .6em;margin:.2em 0 .6em;
+font-size:.88em;border-radius:4px}
+.ex .k{font-size:.8em;color:#4a5568;text-transform:uppercase;letter-spacing:.04em}
+.note{color:#4a5568;font-size:.85em}
+"""
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The lines of ``metrics.jsonl``. An unparsable *last* line is a write in progress and is skipped."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    last = max((i for i, text in enumerate(lines) if text.strip()), default=-1)
+    records = []
+    for i, text in enumerate(lines):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            if i == last:
+                break
+            raise RlftError(f"{where(str(path), i + 1)}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise RlftError(f"{where(str(path), i + 1)}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def load_eval(path: str | os.PathLike) -> dict:
+    """One ``eval/<tag>.json``, checked to be a JSON object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RlftError(f"{where(str(path), err.lineno)}: not valid JSON ({err.msg})") from None
+    if not isinstance(data, dict):
+        raise RlftError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe copy: NaN/inf become null (strict JSON has no NaN), dataclasses become dicts."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _clean(dataclasses.asdict(x))
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Path]) -> dict:
+    train = [m for m in metrics if m.get("split") == "train"]
+    evals = [m for m in metrics if m.get("split") not in (None, "train")]
+    steps = [m["step"] for m in train if isinstance(m.get("step"), (int, float))]
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "training": {"train_lines": len(train), "last_step": max(steps, default=None),
+                     "eval_lines": len(evals), "last_eval": evals[-1] if evals else None},
+        "plots": [p.name for p in pngs],
+    }
+    if cmp is not None:
+        b, a = cmp["before"], cmp["after"]
+        out.update({
+            "before_tag": b.get("tag"), "after_tag": a.get("tag"), "before_step": b.get("step"),
+            "after_step": a.get("step"), "split": a.get("split"), "metric_name": b.get("metric_name"),
+            "n": len(b["per_example"]), "verdict": cmp["verdicts"],
+            "rows": {r.key: {"label": r.label, "before": r.before, "after": r.after, "change": r.change,
+                             "ci": r.ci} for r in cmp["rows"]},
+            "bootstrap": cmp["bootstrap"], "second_bootstrap": cmp["second_bootstrap"],
+            "buckets": {g.key: g.result for g in cmp["groups"]},
+        })
+    return _clean(out)
+
+
+def _compare(before: dict, after: dict, before_src: str, after_src: str, n_resamples: int, seed: int) -> dict:
+    before, after = align_pair(before, after, before_src=before_src, after_src=after_src)
+    boot = paired_bootstrap(before["per_example"], after["per_example"], n_resamples=n_resamples, seed=seed)
+    second = None
+    sb, sa = before.get("second_per_example"), after.get("second_per_example")
+    if sb and sa:
+        try:
+            second = paired_bootstrap(sb, sa, n_resamples=n_resamples, seed=seed)
+        except RlftError as err:
+            raise RlftError(f"{where(after_src, field='second_per_example')}: {err}") from None
+    groups = bucket_groups(before, after, n_resamples=n_resamples, seed=seed)
+    name = display_name(before.get("metric_name") or after.get("metric_name"))
+    verdicts = [describe(boot, name)]
+    if second is not None:
+        verdicts.append(describe(second, display_name(before.get("second_metric_name"))))
+    text = comparison_table(before, after, bootstrap=boot, second_bootstrap=second)
+    buckets_text = bucket_table(before, after, n_resamples=n_resamples, seed=seed)
+    return {"before": before, "after": after, "bootstrap": boot, "second_bootstrap": second, "groups": groups,
+            "rows": comparison_rows(before, after, bootstrap=boot, second_bootstrap=second),
+            "verdicts": verdicts, "text": "\n\n".join(t for t in (text, buckets_text) if t)}
+
+
+def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", after_tag: str = "after",
+                 out: str | os.PathLike | None = None, n_resamples: int = 1000, seed: int = 0) -> Path:
+    """Write ``<out or run_dir/report>/report.html`` and return its path.
+
+    With both ``eval/<before_tag>.json`` and ``eval/<after_tag>.json`` the report holds the
+    comparison table with bootstrap intervals, the bucket table and example outputs; without
+    them, the training curves only. Every file is written atomically.
+    """
+    run_dir = Path(run_dir)
+    out_dir = Path(out) if out is not None else run_dir / "report"
+    metrics_path = run_dir / "metrics.jsonl"
+    before_path, after_path = run_dir / "eval" / f"{before_tag}.json", run_dir / "eval" / f"{after_tag}.json"
+    metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+    cmp = None
+    if before_path.is_file() and after_path.is_file():
+        cmp = _compare(load_eval(before_path), load_eval(after_path), str(before_path), str(after_path),
+                       n_resamples, seed)
+    if cmp is None and not metrics:
+        raise RlftError(f"{run_dir}: nothing to report: no metrics.jsonl lines and no "
+                        f"eval/{before_tag}.json + eval/{after_tag}.json pair")
+
+    pngs: list[Path] = []
+    notes: list[str] = []
+    if plots.matplotlib_available():
+        if cmp is not None:
+            pngs.append(plots.plot_before_after(cmp["before"], cmp["after"], out_dir / "before_after.png",
+                                                groups=cmp["groups"]))
+        if metrics:
+            eval_for_name = cmp["before"] if cmp else (load_eval(after_path) if after_path.is_file() else {})
+            pngs.append(plots.plot_curves(metrics, out_dir / "curves.png",
+                                          metric_name=display_name(eval_for_name.get("metric_name"))))
+    else:
+        notes.append("matplotlib is not installed, so this report has no plots (pip install 'rlft[report]').")
+    if cmp is None:
+        notes.append(f"No eval/{before_tag}.json + eval/{after_tag}.json pair in the run directory: "
+                     "training curves only.")
+
+    summary = _summary(run_dir, metrics, cmp, pngs)
+    plots.write_atomic(out_dir / "summary.json",
+                       json.dumps(summary, indent=1, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    if cmp is not None:
+        plots.write_atomic(out_dir / "table.txt", (cmp["text"] + "\n").encode("utf-8"))
+    page = _page(run_dir, summary, cmp, pngs, notes)
+    return plots.write_atomic(out_dir / "report.html", page.encode("utf-8"))
+
+
+# --- HTML -----------------------------------------------------------------------------------
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _table(header: list[str], body: list[list[tuple[str, str]]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f'<td class="{c}">{_e(v)}</td>' if c else f"<td>{_e(v)}</td>"
+                                    for v, c in r) + "</tr>" for r in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _comparison_html(cmp: dict) -> str:
+    boot: BootstrapResult = cmp["bootstrap"]
+    level = f"{boot.confidence * 100:.4g}%"
+    rows: list[Row] = cmp["rows"]
+    body = [[(r.label, ""), (fmt(r.before, r.digits), ""), (fmt(r.after, r.digits), ""),
+             (fmt(r.change, r.digits, sign=True), ""),
+             (fmt_ci(r.ci, r.digits), "sig" if r.ci and r.ci.significant else "")] for r in rows]
+    parts = [_table(["", "before", "after", "change", f"{level} CI of change"], body),
+             f'<p class="note">CI: paired bootstrap (Koehn 2004) of the mean per-example difference, '
+             f'{boot.n_resamples} resamples of the {boot.n} examples; * = the interval excludes 0.</p>']
+    groups: list[Group] = cmp["groups"]
+    if len(groups) > 1:
+        gbody = [[(g.label, ""), (str(g.result.n), ""), (fmt(g.result.mean_before), ""), (fmt(g.result.mean_after), ""),
+                  (fmt(g.result.delta, sign=True), ""), (fmt_ci(g.result), "sig" if g.result.significant else "")]
+                 for g in groups]
+        parts += ["<h2>By traffic bucket</h2>",
+                  _table(["bucket", "n", "before", "after", "change", f"{level} CI of change"], gbody),
+                  '<p class="note">Buckets: mean per example within the bucket. Traffic-weighted: every '
+                  "prompt weighted by its traffic count, i.e. the score users experience.</p>"]
+    return "\n".join(parts)
+
+
+def _examples_html(cmp: dict) -> str:
+    items = []
+    for ex in pick_examples(cmp["before"], cmp["after"]):
+        score = ""
+        if ex["score_before"] is not None and ex["score_after"] is not None:
+            score = f" &middot; score {ex['score_before']:.1f} &rarr; {ex['score_after']:.1f}"
+        label = f" &middot; {_e(ex['label'])}" if ex["label"] else ""
+        names = (("prompt", "prompt"), ("reference", "reference"),
+                 (cmp["before"].get("tag", "before"), "before"), (cmp["after"].get("tag", "after"), "after"))
+        fields = "".join(f'<div class="k">{_e(k)}</div><pre>{_e(_cut(ex[f]))}</pre>' for k, f in names)
+        items.append(f'<div class="ex"><div class="meta">id {_e(ex["id"])}{score}{label}</div>{fields}</div>')
+    return "".join(items) or '<p class="note">No sample outputs stored in the eval files.</p>'
+
+
+def _cut(text: Any) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " [...]"
+
+
+def _page(run_dir: Path, summary: dict, cmp: dict | None, pngs: list[Path], notes: list[str]) -> str:
+    by_name = {p.name: p for p in pngs}
+    stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    training = summary["training"]
+    body = [f"<h1>rlft run report</h1><p class=\"meta\">{_e(run_dir.resolve().name)} &middot; generated {_e(stamp)}"
+            f" &middot; {training['train_lines']} train log lines, last step {_e(training['last_step'])}</p>"]
+    body += [f'<p class="note">{_e(n)}</p>' for n in notes]
+    if cmp is not None:
+        b, a = cmp["before"], cmp["after"]
+        kind = "improved" if cmp["verdicts"][0].endswith("improved") else \
+            "worse" if cmp["verdicts"][0].endswith("worse") else ""
+        body.append(f'<div class="verdict {kind}">{"<br>".join(_e(v) for v in cmp["verdicts"])}</div>')
+        body.append(f"<h2>{_e(b.get('tag', 'before'))} (step {_e(b.get('step', '?'))}) vs "
+                    f"{_e(a.get('tag', 'after'))} (step {_e(a.get('step', '?'))}) on "
+                    f"{len(b['per_example'])} {_e(a.get('split') or 'eval')} examples</h2>")
+        body.append(_comparison_html(cmp))
+        if "before_after.png" in by_name:
+            body.append(_img(by_name["before_after.png"], "metric before and after"))
+    if "curves.png" in by_name:
+        body += ["<h2>Training curves</h2>", _img(by_name["curves.png"], "training curves")]
+    if cmp is not None:
+        body += ["<h2>Example outputs</h2>", _examples_html(cmp)]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>rlft report: {_e(run_dir.resolve().name)}</title><style>{_CSS}</style></head>\n<body>\n"
+            + "\n".join(body) + "\n</body></html>\n")

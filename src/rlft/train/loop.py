@@ -1,0 +1,249 @@
+"""The RL fine-tuning loop: theta <- theta + alpha * grad E[R(y)], y ~ pi_theta(. | x).
+
+One function, read top to bottom. Every step:
+
+  1. pick B unique prompts (uniform, or by traffic weight count**alpha with a floor);
+  2. roll out G completions per prompt with the sampler (KV-cache decode);
+  3. score them with the reward; a reward that raises or returns NaN/inf skips the step;
+  4. advantages from the algorithm (REINFORCE / SCST / RLOO / GRPO);
+  5. update: log-probabilities with grad in micro-batches, the policy-gradient loss with KL
+     and entropy terms, gradient clipping, one AdamW step (``updates_per_batch`` times);
+  6. log; every ``eval_every`` steps evaluate on validation, every ``save_every`` checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlft.config import Config
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    final_dir: Path | None
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    skipped_steps: int = 0
+
+
+def train(config: Config, parts: Any = None) -> RunResult:
+    """Run RL fine-tuning as configured; returns where the run wrote its outputs."""
+    from rlft.algorithms import ALGORITHMS, rl_loss
+    from rlft.data.frequency import PromptSampler, TailGuard, apply_tail_boost, assign_buckets, traffic_weights
+    from rlft.eval.evaluate import evaluate, log_summary, write_eval
+    from rlft.models.loading import disable_dropout, load_reference
+    from rlft.models.logprobs import completion_logprobs
+    from rlft.rewards import score
+    from rlft.train.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+    from rlft.train.metrics import MetricsLogger, save_resolved_config
+    from rlft.train.optim import build_optimizer, build_scheduler
+    from rlft.train.progress import Progress
+    from rlft.train.runtime import seed_everything
+    from rlft.train.setup import build_parts, config_dict, render
+
+    seed_everything(config.run.seed)
+    parts = parts or build_parts(config)
+    config = parts.config  # task defaults applied
+    run, ro, algo_cfg = config.run, config.rollout, config.algo
+    algo = ALGORITHMS[algo_cfg.name]
+    policy, model = parts.policy, parts.policy.model
+    disable_dropout(model)
+    ref_model = load_reference(policy, config.model) if algo_cfg.kl_coef > 0 else None
+    train_set = parts.splits["train"]
+    val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
+    run_dir = Path(run.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, run.steps)
+    # Traffic weighting: target p_i ~ count_i**alpha with a floor. 'sample' draws prompts by p;
+    # 'loss' draws uniformly and weights the loss by p / uniform. Either way the expected
+    # gradient is that of the traffic-weighted objective, and compute scales with unique prompts.
+    freq = config.frequency
+    counts = torch.tensor([ex.count for ex in train_set], dtype=torch.float64)
+    target = traffic_weights(counts, freq.alpha, freq.floor)                       # (U,)
+    uniform = torch.full_like(target, 1.0 / len(target))
+    is_tail = torch.tensor([b == "tail" for b in assign_buckets(counts.tolist(), freq.head_share, freq.torso_share)])
+    guard = TailGuard(freq.tail_guard, freq.tail_guard_boost)
+
+    def set_weights(p: torch.Tensor) -> None:
+        if freq.mode == "sample":
+            prompt_sampler.set_probs(p)
+        else:
+            prompt_sampler.set_probs(uniform, target=p)
+
+    prompt_sampler = PromptSampler(target if freq.mode == "sample" else uniform, ro.prompts_per_step,
+                                   seed=run.seed, target=None if freq.mode == "sample" else target)
+    gen = torch.Generator().manual_seed(run.seed + 1)
+    state: dict[str, Any] = {"algo": {}, "skipped": 0, "consecutive_skips": 0}
+
+    start_step = 0
+    ckpt = latest_checkpoint(run_dir) if run.resume else None
+    if ckpt is not None:
+        loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
+                                 generators={"rollout": gen})
+        start_step = loaded["step"]
+        state.update(loaded.get("state", {}))
+        prompt_sampler.load_state_dict(loaded["extra"]["prompt_sampler"])
+        guard.load_state_dict(loaded["extra"]["tail_guard"])
+    save_resolved_config(run_dir, config_dict(config))
+    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=start_step if ckpt else None)
+    result = RunResult(run_dir, start_step, None)
+
+    def run_eval(step: int) -> None:
+        ev = evaluate(parts, val_set, ref_model=ref_model, tag=f"step-{step:08d}", step=step)
+        logger.log(step, "validation", log_summary(ev))
+        for s in ev["samples"]:
+            logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
+        result.evals.append(ev)
+        decision = guard.update(ev["tail"]) if ev.get("tail") is not None else None
+        if decision is not None and decision.message:
+            logger.log(step, "validation", {"tail_guard_multiplier": decision.multiplier})
+            print(decision.message)
+        if decision is not None:
+            set_weights(apply_tail_boost(target, is_tail, decision.multiplier))
+
+    if start_step == 0 and val_set:
+        run_eval(0)
+    progress = Progress(total=run.steps, initial=start_step, enabled=run.progress)
+    for step in range(start_step + 1, run.steps + 1):
+        t0 = time.perf_counter()
+        # 1. prompts: B unique prompts; a prompt seen a million times in traffic is one row with a weight
+        idx = prompt_sampler.sample()                                          # (B,)
+        batch = [train_set[i] for i in idx.tolist()]
+        prompts = render(config, policy.tokenizer, batch)
+        # 2. rollout: G completions per prompt
+        rollout = parts.sampler.sample(prompts, ro.group_size, temperature=ro.temperature, top_p=ro.top_p,
+                                       top_k=ro.top_k, max_new_tokens=ro.max_new_tokens, generator=gen)
+        t_gen = time.perf_counter() - t0
+        # 3. rewards
+        refs = [ex.references for ex in batch for _ in range(ro.group_size)]
+        raw = [ex.prompt for ex in batch for _ in range(ro.group_size)]
+        scored = score(parts.reward_fn, raw, rollout.texts, refs, truncated=rollout.truncated.tolist())
+        greedy_rewards = None
+        if scored.error is None and algo.needs_greedy:
+            greedy = parts.sampler.greedy(prompts, max_new_tokens=ro.max_new_tokens)
+            g_scored = score(parts.reward_fn, [ex.prompt for ex in batch], greedy.texts,
+                             [ex.references for ex in batch], truncated=greedy.truncated.tolist())
+            scored = g_scored if g_scored.error is not None else scored
+            if g_scored.rewards is not None:
+                greedy_rewards = torch.tensor(g_scored.rewards, dtype=torch.float32)
+        if scored.error is not None:
+            state["skipped"] += 1
+            state["consecutive_skips"] += 1
+            result.skipped_steps = state["skipped"]
+            logger.log(step, "train", {"skipped": 1, "skipped_total": state["skipped"], "reason": scored.error})
+            progress.write(f"step {step}: skipped, {scored.error}")
+            if state["consecutive_skips"] >= run.skip_bad_reward_limit:
+                from rlft.errors import RlftError
+
+                raise RlftError(f"reward.spec: {state['consecutive_skips']} consecutive steps skipped; last: {scored.error}")
+            progress.update(1, {})
+            continue
+        state["consecutive_skips"] = 0
+        rewards = torch.tensor(scored.rewards, dtype=torch.float32).view(len(batch), ro.group_size)  # (B, G)
+        # 4. advantages
+        advantages = algo.advantages(rewards, greedy_rewards=greedy_rewards, state=state["algo"],
+                                     baseline_momentum=algo_cfg.baseline_momentum,
+                                     scale_rewards=algo_cfg.scale_rewards).reshape(-1)           # (N,)
+        weights = prompt_sampler.loss_weights(idx).repeat_interleave(ro.group_size).float()   # (N,)
+        # 5. update
+        stats = _update(model, ref_model, rollout, advantages, weights, config, parts, optimizer, scheduler,
+                        algo.clip, completion_logprobs, rl_loss)
+        # 6. log, evaluate, checkpoint
+        step_time = time.perf_counter() - t0
+        row = {"reward": rewards.mean().item(), "reward_std": rewards.std().item(),
+               "length": rollout.lengths.float().mean().item(),
+               "truncation_rate": rollout.truncated.float().mean().item(),
+               "lr": scheduler.get_last_lr()[0], "step_time": step_time, "gen_time": t_gen,
+               "unique_prompts": len(set(idx.tolist())), **stats}
+        if greedy_rewards is not None:
+            row["greedy_reward"] = greedy_rewards.mean().item()
+        logger.log(step, "train", row)
+        progress.update(1, {"reward": row["reward"], "kl": row.get("kl", 0.0), "s/step": step_time})
+        result.step = step
+        if (run.eval_every and step % run.eval_every == 0 or step == run.steps) and val_set:
+            run_eval(step)
+        if run.save_every and step % run.save_every == 0 or step == run.steps:
+            save_checkpoint(run_dir, step, model=model, tokenizer=policy.tokenizer, optimizer=optimizer,
+                            scheduler=scheduler, state={
+                                "state": _jsonable(state), "generators": {"rollout": gen},
+                                "extra": {"prompt_sampler": prompt_sampler.state_dict(),
+                                          "tail_guard": guard.state_dict()}})
+            prune_checkpoints(run_dir, run.keep_checkpoints)
+    progress.close()
+    result.final_dir = export_final(run_dir, model, policy.tokenizer)
+    logger.close()
+    return result
+
+
+def _update(model, ref_model, rollout, advantages, weights, config, parts, optimizer, scheduler,
+            clip, completion_logprobs, rl_loss) -> dict[str, float]:
+    """``updates_per_batch`` optimizer steps on one batch of rollouts, in ``grad_accum`` micro-batches.
+
+    Each micro-batch's loss is normalized by the whole batch's token (or row) count, so the
+    accumulated gradient equals the gradient of the whole batch at once.
+    """
+    algo_cfg, n = config.algo, rollout.completion_ids.shape[0]
+    mask = rollout.completion_mask
+    normalizer = mask.sum() if algo_cfg.loss_norm == "token" else torch.tensor(float(n))
+    chunks = [c for c in torch.arange(n).chunk(config.optim.grad_accum) if len(c)]
+    ref_lp = old_lp = None
+    with torch.no_grad(), parts.autocast():
+        if ref_model is not None:
+            ref_lp = torch.cat([completion_logprobs(ref_model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
+                                for c in chunks]).float()
+        if algo_cfg.updates_per_batch > 1:  # the policy before this batch's first update
+            old_lp = torch.cat([completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
+                                for c in chunks]).float()
+    model.train()
+    totals: dict[str, float] = {}
+    for _ in range(algo_cfg.updates_per_batch):
+        optimizer.zero_grad(set_to_none=True)
+        for c in chunks:
+            with parts.autocast():
+                lp, ent = completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq,
+                                              with_entropy=algo_cfg.entropy_coef > 0)
+            lp = lp.float()
+            loss, stats = rl_loss(
+                lp, old_lp[c] if old_lp is not None else lp.detach(), advantages[c], mask[c],
+                ref_logprobs=ref_lp[c] if ref_lp is not None else None, kl_coef=algo_cfg.kl_coef,
+                kl_estimator=algo_cfg.kl_estimator, entropy=ent.float() if ent is not None else None,
+                entropy_coef=algo_cfg.entropy_coef, clip_eps=algo_cfg.clip_eps if clip else None,
+                loss_norm=algo_cfg.loss_norm, normalizer=normalizer,
+                weights=weights[c] if weights is not None else None)
+            loss.backward()
+            share = len(c) / n
+            totals["loss"] = totals.get("loss", 0.0) + loss.item()
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * share
+        if config.optim.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
+            totals["grad_norm"] = float(grad_norm)
+        optimizer.step()
+    scheduler.step()
+    model.eval()
+    k = algo_cfg.updates_per_batch
+    return {key: (v / k if key != "grad_norm" else v) for key, v in totals.items()}
+
+
+def _rows(rollout, idx):
+    """A view of some rows of a rollout, enough for log-probabilities."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(prompt_ids=rollout.prompt_ids[idx], prompt_mask=rollout.prompt_mask[idx],
+                           completion_ids=rollout.completion_ids[idx], completion_mask=rollout.completion_mask[idx])
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return obj

@@ -1,0 +1,83 @@
+"""Build the parts a run needs from its Config: device, policy, data, reward, sampler.
+
+Shared by ``rlft train``, ``rlft sft``, ``rlft eval`` and ``rlft generate`` so that all four
+read data, render prompts and decode exactly the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from rlft.config import Config, with_overrides
+from rlft.data.example import Example
+
+
+@dataclass
+class Parts:
+    config: Config
+    device: torch.device
+    precision: str                       # 'fp32' | 'bf16'
+    policy: Any                          # rlft.models.loading.Policy
+    splits: dict[str, list[Example]]     # 'train' / 'validation' / 'test'
+    reward_fn: Callable[..., list[float]]
+    sampler: Any                         # rlft.rollout.base.Sampler
+    autocast: Callable[[], Any]          # () -> context manager
+
+
+def apply_task_defaults(config: Config) -> Config:
+    """Fill in a bundled task's data paths, template, reward and metric, where the user left
+    the field at its default (explicit settings always win)."""
+    if config.data.task is None:
+        return config
+    from rlft.tasks import task_config
+
+    defaults = Config()
+    sections: dict[str, dict[str, Any]] = {}
+    for section, values in task_config(config.data.task).items():
+        current, default = getattr(config, section), getattr(defaults, section)
+        for key, value in values.items():
+            if getattr(current, key) == getattr(default, key):
+                sections.setdefault(section, {})[key] = value
+    return with_overrides(config, **sections)
+
+
+def render(config: Config, tokenizer: Any, examples: list[Example]) -> list[str]:
+    """Prompt texts as the model sees them (template applied)."""
+    from rlft.data.templates import render_prompt
+
+    return [render_prompt(config.data.template, ex.prompt, tokenizer) for ex in examples]
+
+
+def build_parts(config: Config, *, need_data: bool = True) -> Parts:
+    from rlft.models.loading import load_policy
+    from rlft.rewards import build_reward
+    from rlft.rollout import build_sampler
+    from rlft.train.runtime import autocast_context, resolve_device, resolved_precision, set_threads
+
+    config = apply_task_defaults(config)
+    set_threads(config.run.threads)
+    device = resolve_device(config.run.device)
+    precision = resolved_precision(device, config.run.precision)
+    reward_fn = build_reward(config.reward.spec, cjk=config.reward.cjk,
+                             target_length_ratio=config.reward.target_length_ratio)
+    splits: dict[str, list[Example]] = {}
+    if need_data:
+        from rlft.data.splits import load_splits
+
+        splits = load_splits(config.data)
+    policy = load_policy(config.model, device=device)
+
+    def autocast():
+        return autocast_context(device, precision)
+
+    sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=config.data.max_prompt_tokens,
+                            overlong=config.data.overlong, device=device, autocast=autocast)
+    return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast)
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

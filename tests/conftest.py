@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny dataset on disk and a base config for tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+WORDS = "the cat sat on mat a dog ran in park hello world numbers reward policy".split()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path) -> dict[str, str]:
+    """Copy tasks: the reference is the prompt's words reversed; 3 files, disjoint prompts."""
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(60):
+        n = 2 + int(torch.randint(0, 3, (1,), generator=g))
+        words = [WORDS[int(j)] for j in torch.randint(0, len(WORDS), (n,), generator=g)]
+        rows.append({"prompt": " ".join(words) + f" {i}", "reference": " ".join(reversed(words)),
+                     "count": 1 + (100 // (i + 1))})
+    out = {}
+    for name, part in (("train", rows[:40]), ("validation", rows[40:50]), ("test", rows[50:])):
+        out[name] = str(write_jsonl(tmp_path / f"{name}.jsonl", part))
+    return out
+
+
+@pytest.fixture
+def tiny_causal_dir(tmp_path) -> Path:
+    from tests.tiny import tiny_causal
+
+    return tiny_causal(tmp_path)
+
+
+@pytest.fixture
+def tiny_seq2seq_dir(tmp_path) -> Path:
+    from tests.tiny import tiny_seq2seq
+
+    return tiny_seq2seq(tmp_path)
+
+
+def tiny_overrides(model_dir: Path, data: dict[str, str], out: Path, **extra: object) -> list[str]:
+    base = {
+        "model.name_or_path": str(model_dir), "data.train": data["train"], "data.validation": data["validation"],
+        "data.test": data["test"], "data.template": "reverse: {prompt} =>", "reward.spec": "chrf",
+        "rollout.prompts_per_step": 4, "rollout.group_size": 3, "rollout.max_new_tokens": 8,
+        "run.steps": 3, "run.output_dir": str(out), "run.eval_every": 0, "run.save_every": 0,
+        "run.progress": False, "run.tensorboard": False, "eval.max_examples": 4, "eval.batch_size": 4,
+        "optim.lr": 1e-3, "run.device": "cpu",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]

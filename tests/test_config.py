@@ -1,0 +1,74 @@
+"""Config: YAML + dotted overrides, validation, nearest-key suggestions, generated help."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlft.config import Config, all_keys, help_text, load_config, parse_overrides, with_overrides
+from rlft.errors import RlftError
+
+
+def test_defaults_and_overrides_layer(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("algo:\n  name: grpo\nrollout:\n  group_size: 6\n")
+    cfg = load_config(path, ["rollout.group_size=8", "optim.lr=3e-4", "run.resume=true"])
+    assert cfg.algo.name == "grpo"               # from the file
+    assert cfg.rollout.group_size == 8           # the command line wins over the file
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.run.resume is True
+    assert cfg.rollout.temperature == Config().rollout.temperature  # untouched default
+
+
+def test_unknown_key_suggests_nearest(tmp_path):
+    with pytest.raises(RlftError, match=r"unknown config key 'rollout.group_sise'; did you mean 'rollout.group_size'"):
+        load_config(None, ["rollout.group_sise=4"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("optim:\n  learning_rate: 0.1\n")
+    with pytest.raises(RlftError, match=r"bad.yaml: unknown config key 'optim.learning_rate'"):
+        load_config(path)
+    with pytest.raises(RlftError, match=r"did you mean 'rollout.group_size'"):
+        load_config(None, ["group_size=4"])
+
+
+def test_type_and_choice_errors(tmp_path):
+    with pytest.raises(RlftError, match=r"'rollout.group_size' expects int, got 'many'"):
+        load_config(None, ["rollout.group_size=many"])
+    with pytest.raises(RlftError, match=r"expects int, got 2.5"):
+        load_config(None, ["rollout.group_size=2.5"])
+    with pytest.raises(RlftError, match=r"algo.kl_estimator='k2' is not one of k1, k3"):
+        load_config(None, ["algo.kl_estimator=k2"])
+    with pytest.raises(RlftError, match=r"unknown algorithm 'rlooo'.*did you mean 'rloo'"):
+        load_config(None, ["algo.name=rlooo"])
+    with pytest.raises(RlftError, match=r"needs rollout.group_size >= 2"):
+        load_config(None, ["algo.name=grpo", "rollout.group_size=1"])
+    path = tmp_path / "broken.yaml"
+    path.write_text("algo: [unclosed\n")
+    with pytest.raises(RlftError, match=r"broken.yaml:\d+: not valid YAML"):
+        load_config(path)
+    with pytest.raises(RlftError, match=r"does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_optional_fields_accept_null():
+    cfg = load_config(None, ["run.threads=2", "eval.max_new_tokens=null"])
+    assert cfg.run.threads == 2 and cfg.eval.max_new_tokens is None
+
+
+def test_parse_overrides_nested():
+    assert parse_overrides(["a.b=1", "a.c=x", "d=true"]) == {"a": {"b": 1, "c": "x"}, "d": True}
+    with pytest.raises(RlftError):
+        parse_overrides(["novalue"])
+
+
+def test_with_overrides_and_frozen():
+    cfg = with_overrides(Config(), run={"steps": 5})
+    assert cfg.run.steps == 5 and Config().run.steps != 5
+    with pytest.raises(Exception):
+        cfg.run.steps = 7  # frozen
+
+
+def test_help_lists_every_key_with_doc():
+    text = help_text()
+    for key in all_keys():
+        assert key in text
+    assert "Weight of the KL penalty" in text
