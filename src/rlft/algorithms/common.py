@@ -1,0 +1,165 @@
+"""Masked reductions, the KL estimators and the one policy-gradient loss every algorithm shares.
+
+Notation: B prompts, G samples per prompt, N = B * G rows, T completion tokens. ``mask`` is
+(N, T) float with 1 on real completion tokens (EOS included) and 0 on padding.
+
+The algorithms differ only in how they turn rewards into per-sequence advantages (see
+``reinforce``, ``scst``, ``rloo``, ``grpo``); the loss below is the same for all of them, with
+GRPO switching on ratio clipping.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+KL_ESTIMATORS = ("k1", "k3")
+LOSS_NORMS = ("token", "sequence")
+
+
+def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Sum of ``x`` over positions where ``mask`` is non-zero (weighted by ``mask``)."""
+    # `where` first: padded positions may hold inf/NaN (e.g. log-probs of pad tokens), and
+    # inf * 0 would still be NaN.
+    x = torch.where(mask > 0, x, torch.zeros_like(x)) * mask
+    return x.sum() if dim is None else x.sum(dim)
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``x`` over the masked positions; 0 where the mask is empty (no NaN, no NaN grad)."""
+    total = masked_sum(x, mask, dim)
+    count = mask.sum() if dim is None else mask.sum(dim)
+    # Dividing by a safe 1 instead of selecting 0 afterwards keeps the backward pass free of
+    # the 0/0 that `torch.where` would still differentiate through.
+    safe = torch.where(count > 0, count, torch.ones_like(count))
+    return total / safe
+
+
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi.  # (N, T)
+
+    With log r = log pi_ref(y) - log pi(y) and y ~ pi (Schulman 2020, "Approximating KL
+    divergence"):
+        k1 = -log r                 unbiased, but negative on some tokens, high variance
+        k3 = (r - 1) - log r        unbiased and >= 0 (log r <= r - 1), lower variance
+    k3 is the estimator of DeepSeekMath eq. 4 (GRPO).
+    """
+    log_r = ref_logprobs - logprobs  # (N, T)
+    if estimator == "k1":
+        return -log_r
+    if estimator == "k3":
+        # expm1 is exact near r = 1, where most tokens sit when the policy is close to pi_ref.
+        return torch.expm1(log_r) - log_r
+    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}")
+
+
+def aggregate(per_token: Tensor, mask: Tensor, loss_norm: str = "token",
+              normalizer: float | Tensor | None = None) -> Tensor:
+    """Reduce an (N, T) per-token loss to a scalar.
+
+    'token':    sum_{i,t} l_it m_it / n_tokens               (DAPO, Yu et al. 2025: every token
+                counts the same, so long completions are not down-weighted)
+    'sequence': sum_i (sum_t l_it m_it / |o_i|) / n_rows     (DeepSeekMath eq. 3: 1/G sum_i 1/|o_i|)
+
+    ``normalizer`` replaces n_tokens (resp. n_rows) when this call sees only a micro-batch:
+    passing the whole batch's count makes the micro-batch losses add up to the batch loss, so
+    their gradients add up to the batch gradient exactly.
+    """
+    if loss_norm == "token":
+        total = masked_sum(per_token, mask)
+        count = mask.sum() if normalizer is None else normalizer
+    elif loss_norm == "sequence":
+        total = masked_mean(per_token, mask, dim=1).sum()  # (N,) -> ()
+        count = per_token.shape[0] if normalizer is None else normalizer
+    else:
+        raise ValueError(f"unknown loss_norm {loss_norm!r}; expected one of {', '.join(LOSS_NORMS)}")
+    count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
+    return total / torch.where(count > 0, count, torch.ones_like(count))
+
+
+def rl_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    *,
+    ref_logprobs: Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.0,
+    clip_eps: float | None = None,
+    loss_norm: str = "token",
+    normalizer: float | Tensor | None = None,
+    weights: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The policy-gradient loss (to minimise) shared by REINFORCE, SCST, RLOO and GRPO.
+
+    Args (N rows, T tokens):
+        logprobs:     (N, T) log pi_theta of the sampled tokens, with grad.
+        old_logprobs: (N, T) log-probs under the policy that sampled them, detached. On-policy
+                      they equal ``logprobs.detach()``: the ratio is 1 and the gradient is the
+                      REINFORCE gradient  -A * grad log pi.
+        advantages:   (N,) one advantage per sequence, shared by all its tokens.
+        mask:         (N, T) 1 on completion tokens.
+        ref_logprobs: (N, T) log-probs under the frozen reference, for the KL penalty.
+        entropy:      (N, T) per-token entropy of pi_theta, for the entropy bonus.
+        clip_eps:     PPO/GRPO ratio clipping; None = no clipping.
+        weights:      (N,) per-sequence loss weights (e.g. traffic weights).
+
+    GRPO objective (Shao et al. 2024, DeepSeekMath eq. 3), with r_it = pi_theta / pi_old:
+        J = E[ 1/G sum_i 1/|o_i| sum_t ( min(r_it A_i, clip(r_it, 1-eps, 1+eps) A_i)
+                                         - beta KL_it ) ]
+    We minimise  l_it = -min(r A, clip(r) A) + kl_coef * KL_it - entropy_coef * H_it, scaled by
+    the row weight, reduced by ``aggregate`` (``loss_norm='sequence'`` is eq. 3's 1/|o_i|).
+    Without clipping the first term is -r A, which has the same gradient as the plain
+    REINFORCE surrogate -A log pi at r = 1.
+
+    Returns the loss and detached stats: 'pg_loss' (the policy-gradient part, normalised like
+    the loss, so micro-batch values add up), and masked token means over this call's rows:
+    'kl', 'entropy' (when given), 'clip_frac' (tokens whose clipped branch is active, i.e. get no
+    gradient), 'ratio_mean'.
+    """
+    n = logprobs.shape[0]
+    if advantages.shape != (n,) or (weights is not None and weights.shape != (n,)):
+        raise ValueError(f"advantages and weights must be (N,) = ({n},), got "
+                         f"{tuple(advantages.shape)} and {None if weights is None else tuple(weights.shape)}")
+    # At least float32: under bf16 the ratio of nearly equal log-probs and a sum over
+    # thousands of tokens both lose too many digits.
+    dtype = torch.promote_types(logprobs.dtype, torch.float32)
+    logprobs, old_logprobs = logprobs.to(dtype), old_logprobs.to(dtype)
+    mask = mask.to(dtype)
+    adv = advantages.to(dtype).unsqueeze(1)  # (N, 1), broadcast over tokens
+    ratio = torch.exp(logprobs - old_logprobs)  # (N, T)
+
+    pg = -ratio * adv  # (N, T)
+    if clip_eps is not None:
+        clipped = -torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+        # max of the negated terms = -min(r A, clip(r) A): the pessimistic bound of PPO.
+        pg = torch.maximum(pg, clipped)
+        clip_active = ((adv > 0) & (ratio > 1.0 + clip_eps)) | ((adv < 0) & (ratio < 1.0 - clip_eps))
+    else:
+        clip_active = torch.zeros_like(mask, dtype=torch.bool)
+
+    per_token = pg
+    stats: dict[str, Tensor] = {}
+    if ref_logprobs is not None:
+        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # (N, T)
+        per_token = per_token + kl_coef * kl
+        stats["kl"] = masked_mean(kl.detach(), mask)
+    if entropy is not None:
+        per_token = per_token - entropy_coef * entropy
+        stats["entropy"] = masked_mean(entropy.detach(), mask)
+
+    row_weight = None
+    if weights is not None:
+        row_weight = weights.to(dtype).unsqueeze(1)  # (N, 1)
+        per_token = per_token * row_weight
+    loss = aggregate(per_token, mask, loss_norm, normalizer)
+
+    with torch.no_grad():
+        weighted_pg = pg if row_weight is None else pg * row_weight
+        stats["pg_loss"] = aggregate(weighted_pg, mask, loss_norm, normalizer)
+        stats["clip_frac"] = masked_mean(clip_active.to(mask.dtype), mask)
+        stats["ratio_mean"] = masked_mean(ratio, mask)
+    return loss, stats
