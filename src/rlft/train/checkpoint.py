@@ -1,0 +1,315 @@
+"""Atomic checkpoints: everything needed to resume a run exactly, and nothing half-written.
+
+Layout of ``run_dir/checkpoints/step-00000050/``::
+
+    config.json, model.safetensors (or shards + model.safetensors.index.json), generation_config.json
+    tokenizer files            -> the directory loads with plain ``from_pretrained``
+    optimizer.pt, scheduler.pt -> ``state_dict()`` of each
+    rng.pt                     -> Python, NumPy, torch CPU/CUDA RNG states and named torch.Generators
+    trainer_state.json         -> step and the JSON-serializable entries of the loop's state
+    extra.pt                   -> ``state['extra']`` and any non-JSON entries (only when there are some)
+    COMPLETE                   -> written last; a directory without it is never a checkpoint
+
+A checkpoint is written into ``.tmp-step-...``, fsynced, marked COMPLETE, and renamed into
+place, so a crash at any point leaves either the previous checkpoints intact plus a ``.tmp-``
+directory (ignored, removed by the next save) or the new checkpoint complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from rlft.errors import RlftError
+from rlft.train.runtime import fsync_path, fsync_tree
+
+COMPLETE = "COMPLETE"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP, _OLD = ".tmp-", ".old-"
+_SPECIAL_KEYS = ("step", "generators", "extra")
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic directory writes
+
+def _remove(path: Path) -> None:
+    # Drop the marker first: if deletion is interrupted, what is left no longer looks complete.
+    (path / COMPLETE).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_dir_atomically(final: Path, write: Callable[[Path], None], *, marker: bool) -> Path:
+    """Run ``write(tmp_dir)``, make it durable, then rename ``tmp_dir`` to ``final`` (replacing it)."""
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = parent / f"{_TMP}{final.name}", parent / f"{_OLD}{final.name}"
+    for leftover in (tmp, old):
+        if leftover.exists():
+            _remove(leftover)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if marker:
+            (tmp / COMPLETE).write_text(final.name + "\n", encoding="utf-8")
+        fsync_tree(tmp)
+        # A non-empty directory cannot be replaced in one rename: move the old one aside first.
+        # A crash between the two renames loses only this re-save; older steps stay complete.
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        fsync_path(parent)
+    except Exception:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old.exists():
+        _remove(old)
+    return final
+
+
+def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
+    from transformers.utils import logging as hf_logging
+
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    # transformers >= 5 shows a "Writing model shards" bar that would break the loop's live progress bar.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(directory, safe_serialization=True)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Save
+
+def _rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # Plain tensors and numbers only, so the file loads with torch.load(weights_only=True).
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        "torch": torch.get_rng_state(),
+        "generators": {k: g.get_state() for k, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(JSON-serializable entries, the rest) of the loop's state, leaving out the special keys."""
+    as_json, other = {}, {}
+    for key, value in state.items():
+        if key in _SPECIAL_KEYS:
+            continue
+        try:
+            json.dumps(value)
+            as_json[key] = value
+        except (TypeError, ValueError):
+            other[key] = value
+    return as_json, other
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, tokenizer: Any,
+                    optimizer: torch.optim.Optimizer | None, scheduler: Any, state: dict[str, Any]) -> Path:
+    """Write ``run_dir/checkpoints/step-{step:08d}/`` atomically and return its path.
+
+    ``state`` holds the loop's own state: JSON-serializable entries go to ``trainer_state.json``;
+    ``state['generators']`` (name -> torch.Generator) to ``rng.pt``; ``state['extra']`` and any
+    entry JSON cannot hold (tensors, NumPy values) to ``extra.pt``. :func:`load_checkpoint`
+    returns the same entries back. Saving a step that exists already replaces it.
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():  # left behind by a crash during an earlier save
+        if entry.name.startswith((_TMP, _OLD)) and entry.is_dir():
+            _remove(entry)
+    generators = state.get("generators") or {}
+    as_json, other = _split_state(state)
+
+    def write(d: Path) -> None:
+        _save_model(model, tokenizer, d)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), d / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), d / "scheduler.pt")
+        torch.save(_rng_state(generators), d / "rng.pt")
+        if state.get("extra") is not None or other:
+            torch.save({"extra": state.get("extra"), "other": other}, d / "extra.pt")
+        text = json.dumps({"step": int(step), **as_json}, indent=2, ensure_ascii=False)
+        (d / "trainer_state.json").write_text(text + "\n", encoding="utf-8")
+
+    return _write_dir_atomically(root / f"step-{int(step):08d}", write, marker=True)
+
+
+def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final") -> Path:
+    """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory)."""
+    return _write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d), marker=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Find and prune
+
+def _complete_steps(run_dir: str | Path) -> list[tuple[int, Path]]:
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for entry in root.iterdir():
+        match = _STEP_DIR.match(entry.name)
+        if match and (entry / COMPLETE).is_file():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None when there is none."""
+    steps = _complete_steps(run_dir)
+    return steps[-1][1] if steps else None
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete step checkpoints; return the deleted paths."""
+    if keep < 0:
+        raise RlftError(f"config: run.keep_checkpoints must be >= 0, got {keep}")
+    steps = _complete_steps(run_dir)
+    doomed = [path for _, path in steps[: max(0, len(steps) - keep)]]
+    for path in doomed:
+        _remove(path)
+    return doomed
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+def _tie_groups(model: torch.nn.Module) -> dict[str, set[str]]:
+    """state_dict key -> every key naming the same tensor (tied weights, e.g. lm_head = embeddings)."""
+    by_tensor: dict[int, set[str]] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        by_tensor.setdefault(id(tensor), set()).add(key)
+    return {key: keys for keys in by_tensor.values() for key in keys}
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return [path / name for name in sorted(set(weight_map.values()))]
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise RlftError(f"{path}: no model.safetensors or model.safetensors.index.json in the checkpoint")
+
+
+def _load_weights(path: Path, model: torch.nn.Module) -> None:
+    """Copy the saved weights into ``model`` in place (its optimizer keeps pointing at the same tensors)."""
+    from safetensors.torch import load_file
+
+    model = getattr(model, "_orig_mod", model)
+    loaded, unexpected = set(), set()
+    for file in _weight_files(path):  # one shard at a time, to hold at most one shard in memory
+        tensors = load_file(str(file), device="cpu")
+        try:
+            result = model.load_state_dict(tensors, strict=False)
+        except RuntimeError as err:  # shape mismatch: raised even with strict=False
+            detail = str(err).strip().splitlines()[-1].strip()
+            raise RlftError(f"{file}: checkpoint weights do not fit the model ({detail})") from None
+        unexpected.update(result.unexpected_keys)
+        loaded.update(set(tensors) - set(result.unexpected_keys))
+        del tensors
+    groups = _tie_groups(model)
+    missing = [k for k in groups if k not in loaded and not (groups[k] & loaded)]
+    if not missing and not unexpected:
+        return
+    # Some architectures are saved under their original (Hub) key names and converted on load
+    # (transformers >= 5 weight conversions); from_pretrained knows the mapping, so let it read
+    # the files and copy its tensors over.
+    fresh, info = type(model).from_pretrained(path, output_loading_info=True)
+    if info.get("missing_keys") or info.get("mismatched_keys"):
+        keys = sorted(info.get("missing_keys") or info.get("mismatched_keys"))
+        raise RlftError(f"{path}: checkpoint weights do not fit the model (missing: {', '.join(map(str, keys[:5]))})")
+    model.load_state_dict(fresh.state_dict(), strict=True)
+
+
+def _keep_implementation(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """Keep the kernel choice of the optimizer built for this machine, not the saved one.
+
+    ``Optimizer.load_state_dict`` copies every saved hyperparameter, ``fused`` included, so a run
+    saved on a GPU with the fused kernel and resumed where it is unsupported would fail at the
+    first step. Editing the saved groups before loading also lets torch place the ``step``
+    counters where the kept kernel wants them.
+    """
+    for saved_group, group in zip(saved.get("param_groups", []), optimizer.param_groups):
+        for key in ("fused", "foreach", "capturable"):
+            if key in group:
+                saved_group[key] = group[key]
+
+
+def _restore_rng(rng: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    import numpy as np
+
+    random.setstate(rng["python"])
+    name, keys, pos, has_gauss, gauss = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        states = rng["cuda"][: torch.cuda.device_count()]
+        for index, cuda_state in enumerate(states):
+            torch.cuda.set_rng_state(cuda_state, index)
+    for gen_name, generator in generators.items():
+        if gen_name in rng["generators"]:
+            generator.set_state(rng["generators"][gen_name])
+        else:
+            warnings.warn(f"checkpoint has no state for generator {gen_name!r}; it keeps its current state",
+                          RuntimeWarning, stacklevel=3)
+
+
+def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,
+                    scheduler: Any, generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """Restore a checkpoint written by :func:`save_checkpoint` into already-built objects.
+
+    Loads the weights, the optimizer and scheduler states (each skipped when None), and the RNG
+    states (Python, NumPy, torch, CUDA and the named ``generators``). Returns the saved state:
+    ``step``, the JSON entries, non-JSON entries, and ``extra`` when one was saved.
+    """
+    path = Path(path)
+    if not (path / COMPLETE).is_file():
+        hint = "; pass latest_checkpoint(run_dir) for a run directory" if (path / "checkpoints").is_dir() else ""
+        raise RlftError(f"{path}: not a complete checkpoint (no {COMPLETE} marker){hint}")
+    if model is not None:
+        _load_weights(path, model)
+    # weights_only=True: these files hold tensors, numbers and containers only.
+    for obj, name in ((optimizer, "optimizer.pt"), (scheduler, "scheduler.pt")):
+        if obj is None:
+            continue
+        if not (path / name).is_file():
+            raise RlftError(f"{path / name}: missing from the checkpoint")
+        saved = torch.load(path / name, map_location="cpu", weights_only=True)
+        if isinstance(obj, torch.optim.Optimizer):
+            _keep_implementation(obj, saved)
+        try:
+            obj.load_state_dict(saved)
+        except (ValueError, KeyError) as err:
+            raise RlftError(f"{path / name}: does not match this run's {name[:-3]} ({err})") from None
+    _restore_rng(torch.load(path / "rng.pt", map_location="cpu", weights_only=True), generators or {})
+    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    if (path / "extra.pt").is_file():
+        # Arbitrary objects need full unpickling; this file was written by this library's own run.
+        saved = torch.load(path / "extra.pt", map_location="cpu", weights_only=False)
+        state.update(saved.get("other") or {})
+        if saved.get("extra") is not None:
+            state["extra"] = saved["extra"]
+    return state

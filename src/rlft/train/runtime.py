@@ -1,0 +1,139 @@
+"""Process-level setup for a run: device, precision, seeds, threads, and durable file writes.
+
+Everything here is single-process; the training loops call it once at start-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+from typing import ContextManager
+
+import torch
+
+from rlft.errors import RlftError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> cuda when available, else cpu; ``'cpu'``, ``'cuda'``, ``'cuda:N'``, ``'mps'``.
+
+    A device that does not exist on this machine is a user error, reported before any model loads.
+    """
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RlftError(f"config: run.device: unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RlftError(f"config: run.device={name!r} but CUDA is not available on this machine "
+                            "(use run.device=cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RlftError(f"config: run.device={name!r} but only {torch.cuda.device_count()} "
+                            "CUDA device(s) are visible")
+        return device
+    if device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise RlftError(f"config: run.device={name!r} but MPS is not available on this machine")
+        return device
+    raise RlftError(f"config: run.device: unsupported device type {device.type!r} (use auto, cpu, cuda or cuda:N)")
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    # Recent torch reports True on pre-Ampere GPUs through (slow) emulation; 'auto' wants native only.
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.3 has no including_emulation and never counted emulation
+        return torch.cuda.is_bf16_supported()
+
+
+def resolved_precision(device: torch.device, precision: str) -> str:
+    """``'bf16'`` or ``'fp32'``: what ``precision`` (``auto``/``fp32``/``bf16``) means on ``device``."""
+    if precision not in PRECISIONS:
+        raise RlftError(f"config: run.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if _native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast_context(device: torch.device, precision: str) -> ContextManager:
+    """A fresh context manager for forward passes: bf16 autocast (weights stay fp32) or a no-op."""
+    if resolved_precision(device, precision) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
+    import numpy as np
+
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy's legacy seeding only takes 32-bit values
+    torch.manual_seed(seed)  # also seeds every CUDA device (lazily when CUDA is not initialised yet)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def set_threads(n: int | None) -> None:
+    """Set torch's CPU intra-op threads; ``None`` keeps torch's default."""
+    if n is None:
+        return
+    if int(n) < 1:
+        raise RlftError(f"config: run.threads must be >= 1, got {n!r}")
+    torch.set_num_threads(int(n))
+    # The inter-op pool can be sized only before its first use; after that torch raises, and the
+    # intra-op setting above is the one that matters for a single training process anyway.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(int(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# Durable writes: a file or directory is either fully there under its final name, or not at all.
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # Windows cannot open directories; its rename is already durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then the directories (children before parents)."""
+    dirs = []
+    for dirpath, _, filenames in os.walk(root):
+        dirs.append(Path(dirpath))
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+    for d in reversed(dirs):
+        fsync_path(d)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary sibling + fsync + ``os.replace``."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(path.parent)
