@@ -123,7 +123,7 @@ def test_bad_reward_steps_are_skipped_and_counted(tmp_path, tiny_causal_dir, tin
     mod.write_text("calls = [0]\n"
                    "def reward(prompts, completions, references, **meta):\n"
                    "    calls[0] += 1\n"
-                   "    return [float('nan')] * len(completions) if calls[0] % 2 == 1 else [0.5] * len(completions)\n")
+                   "    return [float('nan')] * len(completions) if calls[0] % 2 == 1 else [len(c) / 10 for c in completions]\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run",
                                            **{"reward.spec": "nanreward:reward", "run.steps": 4}))

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from report_fixtures import SHIFT, make_evals, write_run
+from tests.report.report_fixtures import SHIFT, make_evals, write_run
 
 from rlft.errors import RlftError
 from rlft.eval.bootstrap import paired_bootstrap

@@ -1,5 +1,5 @@
 import pytest
-from report_fixtures import make_evals
+from tests.report.report_fixtures import make_evals
 
 from rlft.report.plots import plot_before_after, plot_curves, series, smooth, write_atomic
 

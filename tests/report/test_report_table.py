@@ -1,5 +1,5 @@
 import pytest
-from report_fixtures import BUCKETS, COUNTS, SHIFT, make_evals
+from tests.report.report_fixtures import BUCKETS, COUNTS, SHIFT, make_evals
 
 from rlft.errors import RlftError
 from rlft.eval.bootstrap import paired_bootstrap

@@ -13,10 +13,10 @@ class Rollout:
     """N = B * G sampled completions; row ``i`` belongs to prompt ``i // G``.
 
     For decoder-only models ``prompt_ids`` are left-padded so that every completion starts
-    at the same column; for encoder-decoders they are the encoder inputs.
+    at the same column; for encoder-decoders they are the (right-padded) encoder inputs.
     """
 
-    prompt_ids: torch.Tensor        # (N, P) long, left-padded
+    prompt_ids: torch.Tensor        # (N, P) long; left-padded for decoder-only, right-padded encoder inputs for seq2seq
     prompt_mask: torch.Tensor       # (N, P) long, 1 = real token
     completion_ids: torch.Tensor    # (N, T) long, padded with pad_token_id after EOS
     completion_mask: torch.Tensor   # (N, T) float, 1 = generated token (EOS included)

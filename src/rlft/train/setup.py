@@ -75,7 +75,8 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
         return autocast_context(device, precision)
 
     sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=config.data.max_prompt_tokens,
-                            overlong=config.data.overlong, device=device, autocast=autocast)
+                            overlong=config.data.overlong, device=device,
+                            autocast=torch.bfloat16 if precision == "bf16" else None)
     return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast)
 
 

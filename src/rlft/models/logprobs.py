@@ -1,0 +1,120 @@
+"""Per-token log-probabilities (and entropies) of given completions under a model.
+
+Used for the policy during the update, for the frozen reference (KL), and by the SFT loop with the
+reference text as the "completion". Only the completion positions are projected onto the
+vocabulary, which for a 50k-150k vocabulary is most of the memory of a forward pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Protocol
+
+import torch
+
+
+class RolloutLike(Protocol):
+    prompt_ids: torch.Tensor        # (N, P) causal: left-padded; seq2seq: encoder inputs
+    prompt_mask: torch.Tensor       # (N, P)
+    completion_ids: torch.Tensor    # (N, T)
+    completion_mask: torch.Tensor   # (N, T) 1 = real completion token (EOS included)
+
+
+def completion_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bool,
+                        with_entropy: bool = False, chunk: int | None = None,
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log pi(y_t | x, y_<t) for every completion token, and optionally the entropy H_t.
+
+    Returns ``(logprobs (N, T), entropy (N, T) or None)`` in fp32. Values at positions where
+    ``completion_mask == 0`` are finite but meaningless. ``chunk`` bounds the rows per forward pass
+    (memory); gradients flow unless the caller wraps this in ``torch.no_grad()``.
+    """
+    n = rollout_like.completion_ids.shape[0]
+    step = chunk or n
+    parts = [_logprobs_rows(model, rollout_like, slice(i, i + step), is_seq2seq, with_entropy)
+             for i in range(0, n, step)]
+    logprobs = torch.cat([p[0] for p in parts])
+    entropy = torch.cat([p[1] for p in parts]) if with_entropy else None
+    return logprobs, entropy
+
+
+def _logprobs_rows(model, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool):
+    logits = _completion_logits(model, r, rows, is_seq2seq)                        # (n, T, V)
+    return token_logprobs(logits, r.completion_ids[rows], with_entropy)
+
+
+def completion_token_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bool) -> torch.Tensor:
+    """The full next-token log-distribution at every completion position, (N, T, V) in fp32.
+
+    For exact per-position KL between two models along given outputs (evaluation); the
+    training path never materializes this tensor.
+    """
+    n = rollout_like.completion_ids.shape[0]
+    logits = _completion_logits(model, rollout_like, slice(0, n), is_seq2seq)
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _completion_logits(model, r: RolloutLike, rows: slice, is_seq2seq: bool) -> torch.Tensor:
+    prompt_ids, prompt_mask = r.prompt_ids[rows], r.prompt_mask[rows]            # (n, P)
+    completion_ids = r.completion_ids[rows]                                        # (n, T)
+    completion_mask = (r.completion_mask[rows] > 0).to(prompt_mask.dtype)          # (n, T)
+    if is_seq2seq:
+        logits = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                       decoder_input_ids=_shift_right(model, completion_ids)).logits  # (n, T, V)
+    else:
+        logits = _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids,
+                                           completion_mask)                         # (n, T, V)
+    return logits
+
+
+def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
+    t = completion_ids.shape[1]
+    # The logits at column j predict token j+1, so the last completion token is never an input:
+    # the model sees prompt + y_<T and we keep the logits of its last T columns.
+    input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)             # (n, P+T-1)
+    mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
+    # Left padding: the first real token is position 0, as in the sampler's prefill.
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+    if forward_accepts(model, "logits_to_keep"):
+        # transformers slices the hidden states before the LM head (and applies any final
+        # soft-capping), so only T positions are projected onto the vocabulary.
+        return model(**kwargs, logits_to_keep=t).logits
+    return model(**kwargs).logits[:, -t:]
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, with_entropy: bool = False,
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``log_softmax(logits)[ids]`` and the entropy of ``softmax(logits)``, in fp32.
+
+    logits (..., V), ids (...). Uses ``x_i - logsumexp(x)`` instead of a full log_softmax tensor.
+    """
+    logits = logits.float()
+    lse = torch.logsumexp(logits, dim=-1)                                          # (...)
+    logprobs = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - lse               # (...)
+    entropy = None
+    if with_entropy:
+        # H = -sum p log p = logsumexp(x) - sum p x
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logprobs, entropy
+
+
+def _shift_right(model, completion_ids: torch.Tensor) -> torch.Tensor:
+    # Teacher forcing: decoder input t is the token t-1, starting from decoder_start_token_id.
+    if hasattr(model, "prepare_decoder_input_ids_from_labels"):
+        return model.prepare_decoder_input_ids_from_labels(labels=completion_ids)
+    start = getattr(model.config, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+    if start is None:
+        raise ValueError("the seq2seq model's config has no decoder_start_token_id")
+    first = torch.full_like(completion_ids[:, :1], int(start))
+    return torch.cat([first, completion_ids[:, :-1]], dim=1)
+
+
+def forward_accepts(model, name: str) -> bool:
+    """Whether ``model.forward`` takes the keyword ``name`` (e.g. ``logits_to_keep``)."""
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,273 @@
+"""The plain sampling engine: a KV-cache decode loop for decoder-only models, `generate` for
+encoder-decoders.
+
+Decoder-only models get a hand-written loop rather than ``model.generate`` for three reasons:
+each prompt is prefilled once and its cache copied G times (``generate`` with
+``num_return_sequences`` prefills every copy), the log-probability of each sampled token comes
+for free from the logits already computed, and sampling draws one uniform per row from the
+caller's generator (inverse CDF), so a run is reproducible from its seed and does not pay for
+``torch.multinomial``, which is slow on CPU for large vocabularies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from types import SimpleNamespace
+
+import torch
+
+from rlft.data.templates import fit_prompt
+from rlft.errors import RlftError
+from rlft.models.loading import Policy
+from rlft.models.logprobs import completion_logprobs, forward_accepts, token_logprobs
+from rlft.rollout.base import Rollout
+
+log = logging.getLogger(__name__)
+
+
+class PlainSampler:
+    """Samples G completions per prompt; implements ``rlft.rollout.base.Sampler``.
+
+    ``autocast``: a dtype such as ``torch.bfloat16`` to run the forward passes under
+    ``torch.autocast`` (None: the model's own dtype).
+    """
+
+    def __init__(self, policy: Policy, *, max_prompt_tokens: int = 256, overlong: str = "truncate",
+                 device: str | torch.device | None = None, autocast: torch.dtype | None = None):
+        if overlong not in ("truncate", "reject"):
+            raise RlftError(f"data.overlong: '{overlong}' is not one of truncate, reject")
+        self.policy = policy
+        self.max_prompt_tokens = max_prompt_tokens
+        self.overlong = overlong
+        self.device = torch.device(device) if device is not None else _model_device(policy.model)
+        self.autocast = autocast
+        # Copying one prefilled cache G times; False forces prefilling G copies of each prompt
+        # (what happens anyway for caches that cannot be copied).
+        self.expand_cache = True
+
+    # -- Sampler protocol -------------------------------------------------------------------------
+
+    def sample(self, prompts: list[str], group_size: int, *, temperature: float = 1.0,
+               top_p: float = 1.0, top_k: int = 0, max_new_tokens: int,
+               generator: torch.Generator | None = None) -> Rollout:
+        """Draw ``group_size`` completions for each rendered prompt; row i is prompt i // G.
+
+        ``Rollout.logprobs`` are always log-probabilities under the policy itself (temperature 1,
+        no top-k/top-p), whatever the sampling settings: that is the quantity the policy-gradient
+        losses need. They are the behaviour policy's log-probs only when temperature is 1 and
+        top-k/top-p are off. ``temperature=0`` decodes greedily.
+        """
+        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or group_size < 1 or max_new_tokens < 1:
+            raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, "
+                             f"top_k={top_k}, group_size={group_size}, max_new_tokens={max_new_tokens}")
+        model = self.policy.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self._autocast():
+                ids, mask = self._encode(prompts)                                   # (B, P)
+                decode = self._decode_seq2seq if self.policy.is_seq2seq else self._decode_causal
+                completions, logprobs = decode(ids, mask, group_size, temperature, top_p, top_k,
+                                               max_new_tokens, generator)          # (N, T)
+        finally:
+            model.train(was_training)
+        completions, completion_mask, truncated = cut_at_eos(completions, self._eos_ids(), self._pad_id())
+        texts = [t.strip() for t in self.policy.tokenizer.batch_decode(completions.tolist(),
+                                                                        skip_special_tokens=True)]
+        return Rollout(prompt_ids=ids.repeat_interleave(group_size, 0),
+                       prompt_mask=mask.repeat_interleave(group_size, 0),
+                       completion_ids=completions, completion_mask=completion_mask,
+                       logprobs=logprobs.float() * completion_mask, truncated=truncated,
+                       texts=texts, group_size=group_size)
+
+    def greedy(self, prompts: list[str], *, max_new_tokens: int) -> Rollout:
+        """One argmax completion per prompt (evaluation)."""
+        return self.sample(prompts, 1, temperature=0.0, top_p=1.0, top_k=0,
+                           max_new_tokens=max_new_tokens, generator=None)
+
+    # -- prompts ----------------------------------------------------------------------------------
+
+    def _encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenize, fit to max_prompt_tokens and pad (left for causal, right for seq2seq)."""
+        tokenizer = self.policy.tokenizer
+        rows = [fit_prompt(text, tokenizer, self.max_prompt_tokens, self.overlong, f"prompt {i}")
+                for i, text in enumerate(prompts)]
+        for i, row in enumerate(rows):
+            if not row:
+                raise RlftError(f"prompt {i}: the prompt is empty after tokenization")
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self._pad_id(), dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            cols = slice(0, len(row)) if self.policy.is_seq2seq else slice(width - len(row), width)
+            ids[i, cols] = torch.tensor(row, dtype=torch.long)
+            mask[i, cols] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- decoder-only: prefill once, copy the cache G times, decode ----------------------------
+
+    def _decode_causal(self, ids, mask, group_size, temperature, top_p, top_k, max_new_tokens,
+                       generator) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, cache, mask = self._prefill(ids, mask, group_size)     # (N, V), cache of N rows, (N, P)
+        n = logits.shape[0]
+        eos = torch.tensor(self._eos_ids(), dtype=torch.long, device=self.device)
+        pad = self._pad_id()
+        position = mask.sum(-1, keepdim=True)                          # (N, 1) next position id
+        finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        tokens, logprobs = [], []
+        for step in range(max_new_tokens):
+            token = choose(logits, temperature, top_p, top_k, generator)                 # (N,)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            logprobs.append(token_logprobs(logits, token)[0])                            # (N,)
+            tokens.append(token)
+            finished = finished | torch.isin(token, eos)
+            if step == max_new_tokens - 1 or bool(finished.all()):
+                break
+            # Finished rows keep decoding padding (cheaper than reshaping the cache); their
+            # outputs are discarded by cut_at_eos.
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = self.policy.model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
+                                    past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1]
+            position = position + 1
+        return torch.stack(tokens, 1), torch.stack(logprobs, 1)                          # (N, T)
+
+    def _prefill(self, ids, mask, group_size):
+        """Run the B prompts once and return the last logits and the cache, both for B*G rows."""
+        model = self.policy.model
+        out = self._forward_prompts(ids, mask)
+        cache, logits = out.past_key_values, out.logits[:, -1]                           # (B, V)
+        if group_size == 1:
+            return logits, cache, mask
+        if self.expand_cache and callable(getattr(cache, "batch_repeat_interleave", None)):
+            cache.batch_repeat_interleave(group_size)
+            return logits.repeat_interleave(group_size, 0), cache, mask.repeat_interleave(group_size, 0)
+        log.debug("%s: cache cannot be copied per sample; prefilling %d copies of each prompt",
+                  type(model).__name__, group_size)
+        ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
+        out = self._forward_prompts(ids, mask)
+        return out.logits[:, -1], out.past_key_values, mask
+
+    def _forward_prompts(self, ids, mask):
+        from transformers import DynamicCache
+
+        model = self.policy.model
+        try:  # with the config, the cache knows sliding-window and hybrid layers
+            cache = DynamicCache(config=model.config)
+        except Exception:  # noqa: BLE001 - unusual (remote-code) configs: let the model build its cache
+            cache = None
+        kwargs = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
+        # Left padding: the first real token of each row is at position 0.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        return model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
+                     past_key_values=cache, use_cache=True, **kwargs)
+
+    # -- encoder-decoder: transformers' generate, then score the tokens -------------------------
+
+    def _decode_seq2seq(self, ids, mask, group_size, temperature, top_p, top_k, max_new_tokens,
+                        generator) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.policy.model
+        settings = {"do_sample": False}
+        if temperature > 0:
+            settings = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+        # Explicit neutral values: a checkpoint's generation_config (BART: no_repeat_ngram_size=3,
+        # num_beams=4, ...) would otherwise change the distribution that is sampled.
+        settings.update(num_beams=1, num_return_sequences=group_size, max_new_tokens=max_new_tokens,
+                        min_new_tokens=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                        encoder_no_repeat_ngram_size=0, eos_token_id=self._eos_ids(),
+                        pad_token_id=self._pad_id())
+        if generator is None:
+            sequences = model.generate(input_ids=ids, attention_mask=mask, **settings)
+        else:  # generate draws from the global RNG: seed it from ours, then restore it
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(seed)
+                sequences = model.generate(input_ids=ids, attention_mask=mask, **settings)
+        completions = sequences[:, 1:]             # drop decoder_start_token_id   # (N, T)
+        completions, completion_mask, _ = cut_at_eos(completions, self._eos_ids(), self._pad_id())
+        batch = SimpleNamespace(prompt_ids=ids.repeat_interleave(group_size, 0),
+                                prompt_mask=mask.repeat_interleave(group_size, 0),
+                                completion_ids=completions, completion_mask=completion_mask)
+        logprobs, _ = completion_logprobs(model, batch, is_seq2seq=True)
+        return completions, logprobs
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _eos_ids(self) -> list[int]:
+        # Chat models often stop on several tokens (Llama 3: <|eot_id|> and <|end_of_text|>); the
+        # generation config lists them, the tokenizer knows one.
+        ids = {self.policy.tokenizer.eos_token_id}
+        extra = getattr(getattr(self.policy.model, "generation_config", None), "eos_token_id", None)
+        ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
+        return sorted(i for i in ids if i is not None)
+
+    def _pad_id(self) -> int:
+        return int(self.policy.tokenizer.pad_token_id)
+
+    def _autocast(self):
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
+
+def choose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+           generator: torch.Generator | None) -> torch.Tensor:
+    """Next token per row from logits (N, V): argmax at temperature 0, else a filtered sample.
+
+    Inverse-CDF sampling: token = first index whose cumulative probability exceeds u ~ U(0, 1),
+    one uniform per row from ``generator``. Same distribution as ``torch.multinomial``.
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    scores = logits.float() / temperature                                               # (N, V)
+    vocab = scores.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(scores, top_k, dim=-1).values[:, -1:]                          # (N, 1)
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)                                               # (N, V)
+    if top_p < 1:
+        probs = _nucleus(probs, top_p)
+    cdf = probs.cumsum(-1)                                                              # (N, V)
+    device = generator.device if generator is not None else probs.device
+    u = torch.rand((probs.shape[0], 1), generator=generator, device=device).to(probs.device)
+    # right=True: a zero-probability token (flat stretch of the CDF) can never be picked.
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)                        # (N, 1)
+    return token.squeeze(-1).clamp(max=vocab - 1)
+
+
+def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al. 2020): keep the most likely tokens until their mass
+    reaches top_p; a token is dropped when the mass strictly before it already reaches top_p.
+
+    Sorting a 50k-150k vocabulary per step dominates decoding on CPU, and an LM's nucleus is
+    nearly always within its top thousand tokens, so look there first and widen only if needed.
+    """
+    vocab = probs.shape[-1]
+    k = min(1024, vocab)
+    while True:
+        top, order = probs.topk(k, dim=-1)                        # (N, k), descending
+        if k == vocab or bool((top.sum(-1) >= top_p).all()):       # every nucleus is inside
+            break
+        k = min(8 * k, vocab)
+    before = top.cumsum(-1) - top
+    top = top.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter_(-1, order, top)
+
+
+def cut_at_eos(ids: torch.Tensor, eos_ids: list[int], pad_id: int,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keep each row up to and including its first EOS; pad the rest.
+
+    Returns ``(ids (N, T), mask (N, T) float, truncated (N,) bool)``; truncated = no EOS at all.
+    """
+    is_eos = torch.isin(ids, torch.tensor(eos_ids, dtype=ids.dtype, device=ids.device))  # (N, T)
+    after = (is_eos.long().cumsum(-1) - is_eos.long()) > 0        # strictly after the first EOS
+    return ids.masked_fill(after, pad_id), (~after).float(), ~is_eos.any(-1)
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")

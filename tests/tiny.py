@@ -1,0 +1,102 @@
+"""Tiny models and tokenizers built offline, for tests that need a real transformers model.
+
+``tiny_causal(tmp_path)`` and ``tiny_seq2seq(tmp_path)`` save a randomly initialised model and its
+tokenizer to a directory and return that directory, so tests load them with ``load_policy`` exactly
+as a user's checkpoint would be loaded. Both are seeded and take well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3, in this order
+PAD, BOS, EOS, UNK = range(4)
+
+_CORPUS = [
+    "the cat sat on the mat",
+    "a dog ran in the park and the cat ran after it",
+    "summarize: the meeting is moved to friday at noon",
+    "translate to french: good morning, how are you?",
+    "hello world, hello there, general kenobi",
+    "numbers like 12, 345 and 6789 appear in text too",
+    "rewards rise when the policy learns to copy the reference",
+]
+
+
+def tiny_tokenizer(kind: str):
+    """A byte-level BPE tokenizer trained on a few sentences (about 300 tokens).
+
+    ``kind='causal'`` prepends ``<s>``; ``kind='seq2seq'`` appends ``</s>`` (T5 style).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    if kind == "causal":
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", BOS)])
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", EOS)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+        padding_side="left" if kind == "causal" else "right")
+
+
+def tiny_causal(tmp_path: Path, *, seed: int = 0, arch: str = "llama") -> Path:
+    """A 2-layer decoder-only model with a byte-level tokenizer, saved under ``tmp_path/tiny-<arch>``.
+
+    ``arch='llama'`` (GQA, rotary positions) or ``'gpt2'`` (learned absolute positions, which is
+    what catches wrong position ids under left padding: rotary attention only sees differences).
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer("causal")
+    ids = {"pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": False}
+    torch.manual_seed(seed)
+    if arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256, **ids))
+    elif arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32,
+                                           n_layer=2, n_head=4, **ids))
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    _spread_logits(model.lm_head.weight)
+    out = Path(tmp_path) / f"tiny-{arch}"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_seq2seq(tmp_path: Path, *, seed: int = 0) -> Path:
+    """A 2+2-layer T5 with a byte-level tokenizer, saved under ``tmp_path/tiny-seq2seq``."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = tiny_tokenizer("seq2seq")
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                      num_decoder_layers=2, num_heads=4, relative_attention_num_buckets=8,
+                      dropout_rate=0.1, pad_token_id=PAD, eos_token_id=EOS,
+                      decoder_start_token_id=PAD, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    _spread_logits(model.lm_head.weight)
+    out = Path(tmp_path) / "tiny-seq2seq"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _spread_logits(weight: torch.Tensor) -> None:
+    # A freshly initialised head gives near-uniform next-token distributions, which makes argmax
+    # ties and "every sample differs" trivially true; larger weights give peaked, realistic ones.
+    with torch.no_grad():
+        weight.mul_(3.0 / weight.norm(dim=-1, keepdim=True).mean())
