@@ -332,3 +332,19 @@ def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch):
     (tmp_path / "saved").mkdir()
     with pytest.raises(RlftError, match=r"needs the 'datasets' package; pip install 'rlft\[data\]'"):
         load(tmp_path / "saved")
+
+
+def test_traffic_log_normalized_repeats_merge(tmp_path):
+    from rlft.config import DataConfig
+    from rlft.data.loading import load_examples
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"prompt": "Error 404 at  line 12", "reference": "a"}\n'
+                   '{"prompt": "error 500 at line 7", "reference": "b"}\n'
+                   '{"prompt": "Other", "reference": "c"}\n'
+                   '{"prompt": "error 404 at line 12", "reference": "a"}\n', encoding="utf-8")
+    exact = load_examples(str(log), DataConfig())
+    assert [e.count for e in exact] == [1, 1, 1, 1]
+    merged = load_examples(str(log), DataConfig(), normalize=True)
+    assert [(e.prompt, e.count, e.references) for e in merged] == [
+        ("Error 404 at  line 12", 3, ("a", "b")), ("Other", 1, ("c",))]

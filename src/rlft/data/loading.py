@@ -192,17 +192,22 @@ def _first_line(err: BaseException) -> str:
 # ---------------------------------------------------------------------------- validation
 
 
-def load_examples(source: str, cfg: DataConfig) -> list[Example]:
-    """Read ``source`` and return its unique prompts as Examples."""
-    return rows_to_examples(iter_rows(source, hub_split=cfg.hub_split), cfg, source)
+def load_examples(source: str, cfg: DataConfig, *, normalize: bool = False) -> list[Example]:
+    """Read ``source`` (streamed) and return its unique prompts as Examples."""
+    return rows_to_examples(iter_rows(source, hub_split=cfg.hub_split), cfg, source, normalize=normalize)
 
 
-def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: str) -> list[Example]:
-    """Validate raw rows and merge rows with the same prompt (exact match) into one Example.
+def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: str, *,
+                     normalize: bool = False) -> list[Example]:
+    """Validate raw rows and merge rows with the same prompt into one Example.
 
     Merged prompts sum their counts (a row without a count counts 1), union their references
-    in first-seen order and keep the first row's id and extra columns.
+    in first-seen order and keep the first row's prompt text, id and extra columns. Prompts
+    match exactly, or after ``normalize_prompt`` (whitespace, case, digits) with ``normalize``.
+    Memory grows with unique prompts only, so a traffic log larger than memory streams through.
     """
+    from rlft.data.frequency import normalize_prompt
+
     base = os.path.basename(source.rstrip("/\\")) or source
     merged: dict[str, dict[str, Any]] = {}
     first_line_of_id: dict[str, int] = {}
@@ -211,8 +216,9 @@ def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: 
         prompt = _prompt(row, cfg, source, line)
         references = _references(row, cfg, source, line)
         count = _count(row, cfg, source, line)
-        if prompt in merged:
-            entry = merged[prompt]
+        key = normalize_prompt(prompt) if normalize else prompt
+        if key in merged:
+            entry = merged[key]
             entry["count"] += count
             entry["references"].update(dict.fromkeys(references))
             continue
@@ -223,11 +229,12 @@ def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: 
         first_line_of_id[ex_id] = line
         meta = {k: _jsonable(v) for k, v in row.items() if k not in known}
         # A dict used as an ordered set keeps references in first-seen order.
-        merged[prompt] = {"id": ex_id, "count": count, "references": dict.fromkeys(references), "meta": meta}
+        merged[key] = {"prompt": prompt, "id": ex_id, "count": count, "references": dict.fromkeys(references),
+                       "meta": meta}
     if not merged:
         raise RlftError(f"{source}: no examples")
-    return [Example(prompt=p, references=tuple(e["references"]), id=e["id"], count=e["count"], meta=e["meta"])
-            for p, e in merged.items()]
+    return [Example(prompt=e["prompt"], references=tuple(e["references"]), id=e["id"], count=e["count"],
+                    meta=e["meta"]) for e in merged.values()]
 
 
 def _present(row: dict, name: str) -> bool:

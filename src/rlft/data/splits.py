@@ -43,7 +43,7 @@ def split_examples(examples: list[Example], validation_fraction: float,
     return out
 
 
-def load_splits(cfg: DataConfig, task_dir: str | None = None) -> dict[str, list[Example]]:
+def load_splits(cfg: DataConfig, task_dir: str | None = None, *, normalize: bool = False) -> dict[str, list[Example]]:
     """Load ``train``, ``validation`` and ``test`` Examples as ``cfg`` describes.
 
     A validation or test file, when given, is used as is; a split without one is carved from
@@ -55,8 +55,8 @@ def load_splits(cfg: DataConfig, task_dir: str | None = None) -> dict[str, list[
         raise RlftError("data.train: no training data given; set data.task or data.train")
     if cfg.max_examples is not None and cfg.max_examples < 1:
         raise RlftError(f"data.max_examples must be at least 1 (or empty for all), got {cfg.max_examples}")
-    train = load_examples(_resolve(cfg.train, task_dir), cfg)
-    given = {name: load_examples(_resolve(path, task_dir), cfg)
+    train = load_examples(_resolve(cfg.train, task_dir), cfg, normalize=normalize)
+    given = {name: load_examples(_resolve(path, task_dir), cfg, normalize=normalize)
              for name, path in (("validation", cfg.validation), ("test", cfg.test)) if path is not None}
 
     carved = split_examples(train,

@@ -68,7 +68,7 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     if need_data:
         from rlft.data.splits import load_splits
 
-        splits = load_splits(config.data)
+        splits = load_splits(config.data, normalize=config.frequency.normalize)
     policy = load_policy(config.model, device=device)
 
     def autocast():
