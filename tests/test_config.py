@@ -72,3 +72,12 @@ def test_help_lists_every_key_with_doc():
     for key in all_keys():
         assert key in text
     assert "Weight of the KL penalty" in text
+
+
+def test_docs_config_md_is_in_sync():
+    from pathlib import Path
+
+    from rlft.config import config_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text(encoding="utf-8") == config_markdown(), "run: python scripts/gen_config_docs.py"

@@ -374,3 +374,17 @@ def help_text(cls: type = Config, prefix: str = "") -> str:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             lines.append(f"  {prefix}{f.name}={default!r}\n      {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+def config_markdown() -> str:
+    """docs/config.md: every setting with its default and documentation (a test keeps it in sync)."""
+    lines = ["# Settings", "", "Generated from `src/rlft/config.py` by `python scripts/gen_config_docs.py`; "
+             "set them in a YAML file (`section:` then `key: value`) or as `section.key=value` on the command line.", ""]
+    for section in dataclasses.fields(Config):
+        cls = _field_types(Config)[section.name]
+        lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {f.metadata.get('help', '')} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""The `rlft` command: cheap --help, a tiny run end to end, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rlft.cli import main
+from tests.conftest import tiny_overrides
+
+
+def test_help_is_cheap_and_lists_settings():
+    code = ("import sys, io, contextlib\n"
+            "from rlft.cli import main\n"
+            "buf = io.StringIO()\n"
+            "with contextlib.redirect_stdout(buf):\n"
+            "    try: main(['--help'])\n"
+            "    except SystemExit: pass\n"
+            "heavy = [m for m in ('torch', 'transformers', 'tensorboard', 'matplotlib', 'datasets') if m in sys.modules]\n"
+            "print(heavy); print('algo.kl_coef' in buf.getvalue())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "True"
+
+
+def test_train_eval_generate_from_the_command_line(tmp_path, tiny_causal_dir, tiny_dataset, capsys):
+    over = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{"run.steps": 2})
+    assert main(["train", *over]) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    final = tmp_path / "run" / "final"
+    assert (final / "model.safetensors").exists() and (tmp_path / "run" / "config.yaml").exists()
+    over_eval = tiny_overrides(final, tiny_dataset, tmp_path / "ev", **{"eval.split": "test"})
+    assert main(["eval", *over_eval, "--tag", "t"]) == 0
+    result = json.loads((tmp_path / "ev" / "eval" / "t.json").read_text())
+    assert result["split"] == "test" and result["n"] == 4 and 0 <= result["metric"] <= 100
+    capsys.readouterr()
+    assert main(["generate", f"model.name_or_path={final}", "data.template=reverse: {prompt} =>",
+                 "rollout.max_new_tokens=4", "--prompt", "the cat"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["prompt"] == "the cat" and len(line["outputs"]) == 1
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("rlft: error: ")
+    return err[-1]
+
+
+def test_bad_inputs_get_one_line_errors(tmp_path, tiny_causal_dir, tiny_dataset, capsys):
+    base = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run")
+    assert "did you mean 'rollout.group_size'" in _error(capsys, ["train", *base, "rollout.group_sise=4"])
+    assert "unknown algorithm 'ppoo'" in _error(capsys, ["train", *base, "algo.name=ppoo"])
+    assert "unknown reward 'chrff'; did you mean 'chrf'" in _error(capsys, ["train", *base, "reward.spec=chrff"])
+    assert "does not exist" in _error(capsys, ["train", *base, f"model.name_or_path={tmp_path / 'nope'}"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a b c", "reference": "c b a"}\n{"prompt": "x", "reference": \n')
+    msg = _error(capsys, ["train", *base, f"data.train={bad}"])
+    assert "bad.jsonl:2" in msg and "malformed JSON" in msg
+    empty = tmp_path / "empty_ref.jsonl"
+    empty.write_text('{"prompt": "a b c", "reference": "c b a"}\n{"prompt": "x y", "reference": "  "}\n')
+    msg = _error(capsys, ["train", *base, f"data.train={empty}"])
+    assert "empty_ref.jsonl:2" in msg and "field 'reference'" in msg
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"question": "a b c", "reference": "c b a"}\n')
+    msg = _error(capsys, ["train", *base, f"data.train={missing}"])
+    assert "missing.jsonl:1" in msg and "field 'prompt'" in msg
+    msg = _error(capsys, ["train", *base, "data.max_prompt_tokens=2", "data.overlong=reject"])
+    assert "longer than data.max_prompt_tokens=2" in msg
+    assert not (tmp_path / "run" / "final").exists()  # nothing half-written
+
+
+def test_reward_that_raises_is_skipped_then_stops(tmp_path, tiny_causal_dir, tiny_dataset, capsys, monkeypatch):
+    (tmp_path / "boom.py").write_text("def reward(prompts, completions, references, **meta):\n"
+                                      "    raise ValueError('scorer down')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{
+        "reward.spec": "boom:reward", "run.skip_bad_reward_limit": 2, "data.validation": "null",
+        "data.validation_fraction": 0.0})
+    msg = _error(capsys, ["train", *base])
+    assert "2 consecutive steps skipped" in msg and "scorer down" in msg
