@@ -1,0 +1,131 @@
+"""The bundled tasks: a real-text dataset snapshot + prompt template + reward + metrics each.
+
+The snapshots are committed under ``rlft/assets/tasks/<name>/`` and read like any user data;
+``build`` regenerates them from the sources on a Debian machine (``scripts/build_tasks.py``).
+Importing this module reads no data and imports none of the builders.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from rlft.errors import RlftError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    description: str
+    language: str  # of the references: 'en' or 'zh'
+    template: str  # a Python format string with {prompt}
+    reward: str  # reward spec, as in RewardConfig.spec
+    metric: str
+    second_metric: str
+    max_new_tokens: int
+    build: Callable[..., dict[str, int]]  # build(out_dir: Path, **source_overrides) -> rows per split
+    max_prompt_tokens: int = 256
+
+
+def _lazy_build(module: str) -> Callable[..., dict[str, int]]:
+    """The module's ``build``, imported only when called (keeps ``import rlft.tasks`` cheap)."""
+    def build(out_dir: Path | None = None, **kwargs: Any) -> dict[str, int]:
+        builder = importlib.import_module(f"rlft.tasks.{module}")
+        return builder.build(Path(out_dir) if out_dir is not None else task_dir(module), **kwargs)
+
+    build.__name__ = f"build_{module}"
+    build.__doc__ = f"Rebuild the `{module}` snapshot (see rlft.tasks.{module}.build)."
+    return build
+
+
+# max_new_tokens comes from the p95 reference length of each task's datasheet, in tokens of a
+# byte-level BPE tokenizer (about 4 characters per English token, 1.5-2 tokens per CJK character).
+TASKS: dict[str, Task] = {
+    "translation": Task(
+        name="translation",
+        description="English software messages -> Simplified Chinese (gettext catalogs of Debian packages).",
+        language="zh",
+        template="Translate to Chinese: {prompt}\nChinese:",
+        reward="0.8*chrf + 0.2*placeholders",
+        metric="chrf",
+        second_metric="bleu",
+        max_new_tokens=64,
+        build=_lazy_build("translation"),
+    ),
+    "summarization": Task(
+        name="summarization",
+        description="Man page DESCRIPTION -> the one-line summary of its NAME section.",
+        language="en",
+        template="Summarize: {prompt}\nSummary:",
+        reward="rouge_l",
+        metric="rouge_l",
+        second_metric="chrf",
+        max_new_tokens=24,
+        build=_lazy_build("summarization"),
+    ),
+    "dialogue": Task(
+        name="dialogue",
+        description="Last 1-3 turns of a human-human chat (Chit-Chat Challenge) -> the next turn.",
+        language="en",
+        template="{prompt}\nB:",
+        reward="0.5*rouge_l + 0.5*embedding",
+        metric="rouge_l",
+        second_metric="chrf",
+        max_new_tokens=48,
+        build=_lazy_build("dialogue"),
+    ),
+    "code_summary": Task(
+        name="code_summary",
+        description="Python standard-library function/class source without its docstring -> the docstring's first sentence.",
+        language="en",
+        template="{prompt}\n# Summary:",
+        reward="rouge_l",
+        metric="rouge_l",
+        second_metric="chrf",
+        max_new_tokens=32,
+        build=_lazy_build("code_summary"),
+        max_prompt_tokens=512,
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    """The registered task, or an RlftError naming the known ones."""
+    if name not in TASKS:
+        close = difflib.get_close_matches(name, list(TASKS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RlftError(f"config: data.task: unknown task '{name}' (known: {', '.join(sorted(TASKS))}){hint}")
+    return TASKS[name]
+
+
+def task_dir(name: str) -> Path:
+    """The snapshot directory of a task inside the installed package."""
+    get_task(name)
+    from importlib.resources import files
+
+    return Path(str(files("rlft") / "assets" / "tasks" / name))
+
+
+def task_config(name: str) -> dict[str, Any]:
+    """Nested defaults for rlft's Config (a ``base`` for ``load_config``): data files, template,
+    reward, metric and lengths of the task. The user's YAML and overrides win over these."""
+    task = get_task(name)
+    root = task_dir(name)
+    return {
+        "data": {
+            "train": str(root / "train.jsonl.gz"),
+            "validation": str(root / "validation.jsonl.gz"),
+            "test": str(root / "test.jsonl.gz"),
+            "template": task.template,
+            "max_prompt_tokens": task.max_prompt_tokens,
+        },
+        "reward": {"spec": task.reward},
+        "eval": {"metric": task.metric},
+        "rollout": {"max_new_tokens": task.max_new_tokens},
+    }
+
+
+__all__ = ["TASKS", "Task", "get_task", "task_config", "task_dir"]

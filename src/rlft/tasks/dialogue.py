@@ -1,0 +1,137 @@
+"""Task `dialogue`: the last turns of a human-human chat -> the next turn.
+
+Source: the Chit-Chat Challenge conversations shipped in the PyPI package `chitchat-dataset`
+(a `dataset.json` inside the package: conversation id -> {"messages": [[utterance, ...], ...]},
+one inner list per turn, all utterances of a turn from one sender).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rlft.tasks.common import (ZIPF_NOTE, Pair, head_size, merge_duplicates, split_pairs, squash,
+                               write_datasheet, write_snapshot, zipf_counts)
+
+CONTEXT_TURNS = 3
+MAX_TARGET_WORDS = 40
+MAX_CONTEXT_TURN_WORDS = 50
+MAX_REFS = 16
+TRAIN_CAP = 20_000
+SEED = 29
+
+
+def source_path() -> Path:
+    """The dataset.json inside the installed chitchat-dataset package."""
+    try:
+        import chitchat_dataset
+    except ImportError as err:
+        raise ImportError("the dialogue task is built from the PyPI package 'chitchat-dataset': "
+                          "pip install chitchat-dataset") from err
+    return Path(chitchat_dataset.__file__).parent / "dataset.json"
+
+
+def turn_text(message: list[dict[str, Any]]) -> str:
+    """One turn: its utterances joined with spaces, whitespace collapsed."""
+    return squash(" ".join(str(u.get("text", "")) for u in message))
+
+
+def _clip_front(text: str, max_words: int) -> str:
+    """Keep the last ``max_words`` words of a long context turn: its end leads to the reply."""
+    words = text.split()
+    return text if len(words) <= max_words else "... " + " ".join(words[-max_words:])
+
+
+def pairs_from_conversation(conv_id: str, messages: list[list[dict[str, Any]]]) -> tuple[list[Pair], Counter]:
+    """One pair per turn after the first: up to CONTEXT_TURNS previous turns -> that turn.
+
+    Speakers are tagged relative to the reply: the reply is always B's, the turn before it A's,
+    the one before that B's, so the template `{prompt}\\nB:` asks for B's next turn.
+    """
+    dropped: Counter = Counter()
+    turns = [turn_text(m) for m in messages]
+    pairs = []
+    for i in range(1, len(turns)):
+        target = turns[i]
+        if not target:
+            dropped["empty reply"] += 1
+            continue
+        if len(target.split()) > MAX_TARGET_WORDS:
+            dropped[f"reply over {MAX_TARGET_WORDS} words"] += 1
+            continue
+        previous = list(range(i - 1, max(-1, i - 1 - CONTEXT_TURNS), -1))  # newest first
+        if not all(turns[j] for j in previous):
+            dropped["empty turn in context"] += 1
+            continue
+        context = [f"{'A' if back % 2 == 0 else 'B'}: {_clip_front(turns[j], MAX_CONTEXT_TURN_WORDS)}"
+                   for back, j in enumerate(previous)]
+        prompt = "\n".join(reversed(context))
+        pairs.append(Pair(prompt, [target], 1, {"conversation": conv_id, "turn": i}))
+    return pairs, dropped
+
+
+def collect(path: Path | None = None) -> tuple[list[Pair], Counter]:
+    path = Path(path) if path is not None else source_path()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    pairs, dropped = [], Counter()
+    for conv_id in sorted(data):
+        found, why = pairs_from_conversation(conv_id, data[conv_id].get("messages", []))
+        pairs += found
+        dropped += why
+    return pairs, dropped
+
+
+INTRO = f"""
+Next-turn prediction in open-domain human-human chat: the last 1-{CONTEXT_TURNS} turns of a
+conversation -> the next turn.
+
+Template: `{{prompt}}\\nB:` where the prompt is the context as lines `A: ...` / `B: ...`; the reply
+is always B's (speaker tags are relative to the reply: the turn just before it is A's). Reward
+`0.5*rouge_l + 0.5*embedding` (embedding: cosine similarity of all-MiniLM-L6-v2 sentence
+embeddings); metric ROUGE-L, second metric chrF. `rollout.max_new_tokens` = 48: the p95 reply
+is 33 words (171 characters, ~45 tokens of a byte-level BPE tokenizer).
+
+## Source and licence
+
+The Chit-Chat Challenge dataset of the BYU Perception, Control & Cognition lab, from the PyPI
+package `chitchat-dataset` 0.9.0 (file `chitchat_dataset/dataset.json`; 7,168 conversations).
+Licence: MIT (the package's licence).
+
+## Cleaning rules
+
+1. A turn is one inner message list (consecutive utterances of one sender), its utterances
+   joined with spaces; whitespace collapsed.
+2. Every turn after the first is a reply; its context is the up to {CONTEXT_TURNS} turns before it
+   (fewer at the start of a conversation), one line per turn.
+3. Replies over {MAX_TARGET_WORDS} words are left out (a small model's completion is capped at
+   `max_new_tokens`); a context turn over {MAX_CONTEXT_TURN_WORDS} words keeps its last
+   {MAX_CONTEXT_TURN_WORDS} words after `... `. Pairs with an empty reply or context turn are
+   left out.
+4. Duplicate contexts (mostly openers such as "A: Hi") are merged; their replies become
+   several references, the {MAX_REFS} most frequent kept.
+5. Validation and test are capped at 1,000 prompts each (lowest hash); train is subsampled to
+   {TRAIN_CAP:,} prompts by a second, salted sha256 of the prompt, to keep the package small.
+"""
+
+
+def build(out_dir: Path, path: Path | None = None, cap: int = 1000,
+          train_cap: int = TRAIN_CAP) -> dict[str, int]:
+    """Collect, clean, split and write the snapshot and datasheet; returns rows per split."""
+    pairs, dropped = collect(path)
+    total = len(pairs)
+    pairs = merge_duplicates(pairs, max_refs=MAX_REFS)
+    splits = split_pairs(pairs, cap=cap, train_cap=train_cap)
+    kept = sum(len(s) for s in splits.values())
+    scale = max(1.0, kept / 2)
+    zipf_counts(splits, SEED, scale)
+    sizes = write_snapshot("dialogue", splits, out_dir)
+    drops = ["## Pairs\n", f"{total} (context, reply) pairs collected, {len(pairs)} distinct contexts, "
+             f"{kept} kept after the caps.\n", "| left out | pairs |", "| --- | ---: |"]
+    drops += [f"| {reason} | {n} |" for reason, n in dropped.most_common()]
+    note = ZIPF_NOTE.format(seed=SEED, scale=scale, exponent=1.1, head=head_size(splits))
+    write_datasheet(out_dir, "Task `dialogue` (chat context -> next turn)", INTRO, splits, note,
+                    cap=cap, train_cap=train_cap,
+                    extra="\n".join(drops))
+    return sizes

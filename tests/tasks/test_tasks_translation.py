@@ -1,0 +1,89 @@
+"""translation builder: .mo parsing and the cleaning rules, on hand-made catalogs."""
+
+from __future__ import annotations
+
+import gettext
+import io
+import struct
+from collections import Counter
+
+from rlft.tasks.common import SPLITS, read_snapshot
+from rlft.tasks.translation import build, clean_pair, collect, placeholders, read_mo
+
+HEADER = "Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=1; plural=0;\n"
+
+
+def mo_bytes(entries: dict[str, str]) -> bytes:
+    """A little-endian GNU .mo file (no hash table) holding ``entries`` plus the header."""
+    items = sorted({"": HEADER, **entries}.items())
+    ids = [k.encode("utf-8") for k, _ in items]
+    strs = [v.encode("utf-8") for _, v in items]
+    n = len(items)
+    orig_at, trans_at = 28, 28 + 8 * n
+    data_at = trans_at + 8 * n
+    blob, orig, trans = b"", [], []
+    for table, strings in ((orig, ids), (trans, strs)):
+        for s in strings:
+            table.append((len(s), data_at + len(blob)))
+            blob += s + b"\0"
+    head = struct.pack("<7I", 0x950412DE, 0, n, orig_at, trans_at, 0, data_at)
+    return head + b"".join(struct.pack("<2I", *e) for e in orig + trans) + blob
+
+
+def test_mo_writer_agrees_with_gettext():
+    data = mo_bytes({"Open the file": "打开文件", "one file\0%d files": "%d 个文件"})
+    catalog = gettext.GNUTranslations(io.BytesIO(data))
+    assert catalog.gettext("Open the file") == "打开文件"
+    assert dict(read_mo(data))["one file\0%d files"] == "%d 个文件"
+
+
+def test_placeholders_are_a_multiset_and_skip_literal_percent():
+    assert placeholders("%s and %s, %d%% done") == Counter({"%s": 2, "%d": 1})
+    assert placeholders("%1$s %.2f %lu %-*s %(name)s {0}") == Counter(
+        ["%1$s", "%.2f", "%lu", "%-*s", "%(name)s", "{0}"])
+    assert placeholders("50% of the disk") == Counter()
+    assert placeholders("could not open %s: %m") == Counter(["%s", "%m"])
+
+
+def test_cleaning_rules():
+    assert clean_pair("Cannot open file %s\n", "无法打开文件 %s\n") == ("Cannot open file %s", "无法打开文件 %s")
+    assert clean_pair("one file\0%d files", "%d 个文件") is None  # plural
+    assert clean_pair("Cannot open file %s", "无法打开文件") is None  # placeholder lost
+    assert clean_pair("Copied %s to %s", "复制 %2$s 到 %1$s") is None  # reordered: differs as a multiset
+    assert clean_pair("Open file", "打开文件") is None  # under 3 words
+    assert clean_pair("%s: %s: %s", "%s：%s：%s") is None  # placeholders are not words
+    assert clean_pair("Usage: foo [OPTION]\n  -a, --all   show all\n  -h   help", "用法") is None
+    assert clean_pair("Could not connect", "") is None
+    assert clean_pair("Could not connect", "Could not connect") is None  # untranslated copy
+    assert clean_pair("Copy _Link Address", "复制链接地址(_L)") == ("Copy Link Address", "复制链接地址")
+    assert clean_pair("menu\x04Open the file", "打开该文件") == ("Open the file", "打开该文件")
+    assert clean_pair("|pinentry-label|_Save the password", "|pinentry-label|保存密码(_S)") == (
+        "Save the password", "保存密码")
+
+
+def test_collect_counts_catalogs_and_merges_translations(tmp_path):
+    shared = "Invalid regular expression given"
+    (tmp_path / "grep.mo").write_bytes(mo_bytes({shared: "无效的正则表达式", "no such file %s": "没有文件 %s"}))
+    (tmp_path / "sed.mo").write_bytes(mo_bytes({shared: "非法的正则表达式", "Open file": "打开"}))
+    (tmp_path / "tar.mo").write_bytes(mo_bytes({shared: "无效的正则表达式"}))
+    (tmp_path / "tar-old.mo").symlink_to(tmp_path / "tar.mo")  # an alias: not another program
+    pairs, stats = collect(tmp_path)
+    by_prompt = {p.prompt: p for p in pairs}
+    assert set(by_prompt) == {shared, "no such file %s"}
+    assert by_prompt[shared].count == 3
+    assert by_prompt[shared].references == ["无效的正则表达式", "非法的正则表达式"]
+    assert by_prompt[shared].meta["catalogs"] == ["grep", "sed", "tar"]
+    assert stats["sed"]["kept"] == 1 and "tar-old" not in stats
+
+
+def test_build_writes_a_snapshot(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    entries = {f"Cannot read block {i} of %s": f"无法读取 %s 的第 {i} 块" for i in range(60)}
+    entries["files\0%d files"] = "%d 个文件"
+    (src / "demo.mo").write_bytes(mo_bytes(entries))
+    sizes = build(tmp_path / "out", source_dir=src, cap=2)
+    assert sizes["validation"] <= 2 and sizes["test"] <= 2 and sum(sizes.values()) == 60
+    rows = [r for s in SPLITS for r in read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")]
+    assert {r["count"] for r in rows} == {1}
+    assert "| demo | 62 | 60 |" in (tmp_path / "out" / "DATASHEET.md").read_text(encoding="utf-8")
