@@ -150,3 +150,37 @@ def test_sft_lowers_loss_and_exports_best(tmp_path, tiny_causal_dir, tiny_datase
     assert sum(r["loss"] for r in rows[-3:]) < sum(r["loss"] for r in rows[:3])
     assert (result.run_dir / "best" / "model.safetensors").exists()
     assert (result.run_dir / "final" / "config.json").exists()
+
+
+def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir, tiny_dataset):
+    """The loop's update in 3 micro-batches equals the whole batch at once (SGD, so the parameter
+    change is exactly -lr * gradient; Adam would hide a wrong scale)."""
+    import copy
+
+    from rlft.algorithms import ALGORITHMS, rl_loss
+    from rlft.models.loading import load_reference
+    from rlft.models.logprobs import completion_logprobs
+    from rlft.train.loop import _update
+    from rlft.train.setup import build_parts
+
+    deltas = []
+    for accum in (1, 3):
+        cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / f"acc{accum}", **{
+            "optim.grad_accum": accum, "algo.kl_coef": 0.1, "algo.entropy_coef": 0.01, "algo.name": "grpo",
+            "algo.loss_norm": "sequence", "optim.max_grad_norm": 0}))
+        parts = build_parts(cfg)
+        model = parts.policy.model
+        ref = load_reference(parts.policy, cfg.model)
+        rollout = parts.sampler.sample(["reverse: the cat =>", "reverse: a dog ran =>"], 3, temperature=1.0,
+                                       top_p=1.0, top_k=0, max_new_tokens=6,
+                                       generator=torch.Generator().manual_seed(0))
+        advantages = torch.linspace(-1, 1, 6)
+        start = copy.deepcopy(model.state_dict())
+        opt = torch.optim.SGD(model.parameters(), lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        _update(model, ref, rollout, advantages, torch.ones(6), cfg, parts, opt, sched, True,
+                completion_logprobs, rl_loss)
+        deltas.append({k: model.state_dict()[k] - start[k] for k in start})
+    assert any(d.abs().max() > 1e-4 for d in deltas[0].values())
+    for k in deltas[0]:
+        torch.testing.assert_close(deltas[0][k], deltas[1][k], atol=1e-6, rtol=1e-5)

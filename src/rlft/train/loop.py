@@ -166,6 +166,11 @@ def train(config: Config, parts: Any = None) -> RunResult:
         if greedy_rewards is not None:
             row["greedy_reward"] = greedy_rewards.mean().item()
         logger.log(step, "train", row)
+        if row["truncation_rate"] > 0.5 and not state.get("warned_truncation"):
+            state["warned_truncation"] = True
+            progress.write(f"warning: {row['truncation_rate']:.0%} of completions hit rollout.max_new_tokens="
+                           f"{ro.max_new_tokens} without EOS; truncated text usually scores low, so raise "
+                           "rollout.max_new_tokens if the references are longer")
         progress.update(1, {"reward": row["reward"], "kl": row.get("kl", 0.0), "s/step": step_time})
         result.step = step
         if (run.eval_every and step % run.eval_every == 0 or step == run.steps) and val_set:

@@ -58,6 +58,9 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     from rlft.rollout import build_sampler
     from rlft.train.runtime import autocast_context, resolve_device, resolved_precision, set_threads
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # weight-loading bars would interleave with rlft's own
     config = apply_task_defaults(config)
     set_threads(config.run.threads)
     device = resolve_device(config.run.device)
