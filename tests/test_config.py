@@ -81,3 +81,17 @@ def test_docs_config_md_is_in_sync():
 
     doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
     assert doc.read_text(encoding="utf-8") == config_markdown(), "run: python scripts/gen_config_docs.py"
+
+
+def test_example_configs_load():
+    from pathlib import Path
+
+    from rlft.train.setup import apply_task_defaults
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 3
+    for path in examples:
+        cfg = apply_task_defaults(load_config(path))
+        assert cfg.run.output_dir.startswith("runs/")
+        if cfg.data.task == "translation":
+            assert cfg.reward.spec == "0.8*chrf + 0.2*placeholders" and cfg.data.train.endswith("train.jsonl.gz")
