@@ -81,3 +81,19 @@ def test_reward_that_raises_is_skipped_then_stops(tmp_path, tiny_causal_dir, tin
         "data.validation_fraction": 0.0})
     msg = _error(capsys, ["train", *base])
     assert "2 consecutive steps skipped" in msg and "scorer down" in msg
+
+
+def test_prompt_budget_respects_the_context_window(tmp_path, tiny_causal_dir, tiny_dataset, capsys):
+    import warnings
+
+    from rlft.config import load_config
+    from rlft.train.setup import build_parts
+
+    # the tiny model has 256 positions: 250 + 8 new tokens does not fit
+    over = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{"data.max_prompt_tokens": 250})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts = build_parts(load_config(None, over))
+    assert parts.max_prompt_tokens == 248 and any("context window" in str(w.message) for w in caught)
+    msg = _error(capsys, ["train", *over, "data.overlong=reject"])
+    assert "exceeds the model's context window of 256" in msg

@@ -26,6 +26,7 @@ class Parts:
     reward_fn: Callable[..., list[float]]
     sampler: Any                         # rlft.rollout.base.Sampler
     autocast: Callable[[], Any]          # () -> context manager
+    max_prompt_tokens: int               # data.max_prompt_tokens, capped by the context window
 
 
 def apply_task_defaults(config: Config) -> Config:
@@ -73,14 +74,39 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
 
         splits = load_splits(config.data, normalize=config.frequency.normalize)
     policy = load_policy(config.model, device=device)
+    max_prompt = _prompt_budget(config, policy)
 
     def autocast():
         return autocast_context(device, precision)
 
-    sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=config.data.max_prompt_tokens,
+    sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=max_prompt,
                             overlong=config.data.overlong, device=device,
                             autocast=torch.bfloat16 if precision == "bf16" else None)
-    return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast)
+    return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast, max_prompt)
+
+
+def _prompt_budget(config: Config, policy: Any) -> int:
+    """Longest prompt that still leaves room for the completion in the model's context window."""
+    import warnings
+
+    from rlft.errors import RlftError
+
+    wanted = config.data.max_prompt_tokens
+    if policy.is_seq2seq:
+        return wanted
+    window = getattr(policy.model.config, "max_position_embeddings", None) or \
+        getattr(policy.model.config, "n_positions", None)
+    new = max(config.rollout.max_new_tokens, config.eval.max_new_tokens or 0)
+    if window is None or wanted + new <= window:
+        return wanted
+    if window - new < 1:
+        raise RlftError(f"config: rollout.max_new_tokens={new} does not fit the model's context window of {window} tokens")
+    if config.data.overlong == "reject":
+        raise RlftError(f"config: data.max_prompt_tokens={wanted} + max_new_tokens={new} exceeds the model's context "
+                        f"window of {window} tokens; lower one of them")
+    warnings.warn(f"data.max_prompt_tokens={wanted} + max_new_tokens={new} exceeds the model's context window "
+                  f"({window}); prompts are truncated to {window - new} tokens", stacklevel=2)
+    return window - new
 
 
 def config_dict(config: Config) -> dict[str, Any]:

@@ -109,7 +109,7 @@ def sft(config: Config, parts: Any = None) -> RunResult:
         batch = batch_at(step)
         enc = encode_pairs(policy.tokenizer, render(config, policy.tokenizer, [ex for ex, _ in batch]),
                            [ref for _, ref in batch], is_seq2seq=policy.is_seq2seq,
-                           max_prompt_tokens=config.data.max_prompt_tokens, overlong=config.data.overlong,
+                           max_prompt_tokens=parts.max_prompt_tokens, overlong=config.data.overlong,
                            max_target_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens)
         n_tokens = enc.completion_mask.sum()
         optimizer.zero_grad(set_to_none=True)
