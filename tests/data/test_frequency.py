@@ -277,15 +277,15 @@ def test_a_repeated_prompt_costs_one_rollout_per_draw():
 
 def test_buckets_by_hand_with_a_tie_crossing_the_head_boundary():
     counts = [5, 20, 40, 3, 20, 8, 3, 1]  # total 100; sorted 40, 20, 20, 8, 5, 3, 3, 1
-    # 40 and the first 20 reach 60 >= 50; the second 20 ties with the first, so it stays in the head.
-    assert assign_buckets(counts, 0.5, 0.35) == ["tail", "head", "head", "tail", "head", "torso", "tail", "tail"]
+    # 40 and the first 20 reach 60 >= 50; the second 20 (a tie, later in input order) starts the torso.
+    assert assign_buckets(counts, 0.5, 0.35) == ["tail", "head", "head", "tail", "torso", "torso", "tail", "tail"]
     # Without the tie, the same prefix rule: 40 + 19 reach the head, 18 falls in the torso.
     assert assign_buckets([5, 19, 40, 3, 18, 8, 3, 4], 0.5, 0.35)[4] == "torso"
 
 
-def test_tie_group_joins_the_bucket_of_its_first_member():
-    assert assign_buckets([50, 10, 10, 10, 10, 10]) == ["head"] + ["torso"] * 5
-    assert assign_buckets([1, 1, 1, 1]) == ["head"] * 4
+def test_tie_groups_are_cut_in_input_order():
+    assert assign_buckets([50, 10, 10, 10, 10, 10]) == ["head"] + ["torso"] * 3 + ["tail"] * 2
+    assert assign_buckets([1, 1, 1, 1]) == ["head", "head", "torso", "torso"]
     assert assign_buckets([0.1, 0.2, 0.7], 0.7, 0.2) == ["tail", "torso", "head"]  # 0.7 of 1.0 is reached
     assert assign_buckets([]) == []
     with pytest.raises(RlftError, match="head_share"):

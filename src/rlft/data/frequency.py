@@ -329,9 +329,10 @@ def assign_buckets(counts: Sequence[float], head_share: float = 0.5, torso_share
 
     Sorted by count (descending, stable by index), the head is the shortest prefix whose
     traffic reaches ``head_share`` of the total, the torso the next prompts until the prefix
-    reaches ``head_share + torso_share``, the tail the rest. Equal counts never split: a tie
-    group joins the bucket of its first member, i.e. the bucket is decided by the traffic of
-    all strictly more frequent prompts (so a head tie group can make the head overshoot).
+    reaches ``head_share + torso_share``, the tail the rest. Ties are cut in input order: real
+    counts are heavily tied (96% of the translation task's messages occur in one program), and
+    keeping a tie group whole would put every prompt in the head; prompts of equal count are
+    interchangeable, so cutting a group keeps each bucket's share of traffic as configured.
     """
     if not 0.0 <= head_share <= 1.0 or not 0.0 <= torso_share <= 1.0 or head_share + torso_share > 1.0 + 1e-12:
         raise RlftError(f"frequency.head_share/torso_share: must be in [0, 1] with a sum <= 1, "
@@ -341,13 +342,11 @@ def assign_buckets(counts: Sequence[float], head_share: float = 0.5, torso_share
     total = math.fsum(counts)
     # A relative tolerance so that 0.1 + 0.2 'reaches' 0.3 of the traffic.
     head_end, torso_end = (head_share * total * (1 - 1e-12), (head_share + torso_share) * total * (1 - 1e-12))
-    order = sorted(range(len(counts)), key=lambda i: -counts[i])
+    order = sorted(range(len(counts)), key=lambda i: -counts[i])  # stable: ties in input order
     out = [""] * len(counts)
-    before, group_before, prev = 0.0, 0.0, None
+    before = 0.0  # traffic of the prompts ahead of this one
     for i in order:
-        if counts[i] != prev:
-            group_before, prev = before, counts[i]
-        out[i] = "head" if group_before < head_end else "torso" if group_before < torso_end else "tail"
+        out[i] = "head" if before < head_end else "torso" if before < torso_end else "tail"
         before += counts[i]
     return out
 
