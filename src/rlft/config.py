@@ -113,7 +113,7 @@ class RunConfig:
     steps: int = doc(100, "Optimizer steps to train.")
     seed: int = doc(0, "Random seed (model init noise, sampling, data order).")
     device: str = doc("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
-    precision: str = doc("auto", "'auto' (bf16 autocast on CUDA with bf16 support, else fp32), 'fp32' or 'bf16' (autocast, fp32 master weights).")
+    precision: str = doc("auto", "'auto' (bf16 autocast on CUDA with bf16 support, else fp32), 'fp32' or 'bf16' (autocast, fp32 master weights; on a CPU only worth it with AVX512-BF16/AMX, otherwise far slower).")
     threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.")
     eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).")
     save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).")

@@ -25,7 +25,6 @@ DEMO_SETTINGS: dict[str, Any] = {
     "run.eval_every": 0,
     "run.save_every": 0,
     "run.threads": 2,
-    "run.precision": "bf16",
     "rollout.prompts_per_step": 8,
     "rollout.group_size": 4,
     "rollout.temperature": 0.7,
