@@ -11,7 +11,6 @@ caller's generator (inverse CDF), so a run is reproducible from its seed and doe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from types import SimpleNamespace
 
@@ -19,7 +18,7 @@ import torch
 
 from rlft.data.templates import fit_prompt
 from rlft.errors import RlftError
-from rlft.models.loading import Policy
+from rlft.models.loading import Policy, autocast
 from rlft.models.logprobs import completion_logprobs, forward_accepts, token_logprobs
 from rlft.rollout.base import Rollout
 
@@ -109,11 +108,14 @@ class PlainSampler:
 
     def _decode_causal(self, ids, mask, group_size, temperature, top_p, top_k, max_new_tokens,
                        generator) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, cache, mask = self._prefill(ids, mask, group_size)     # (N, V), cache of N rows, (N, P)
+        logits, cache, mask = self._prefill(ids, mask, group_size, max_new_tokens)  # (N, V), N-row cache, (N, P)
         n = logits.shape[0]
         eos = torch.tensor(self._eos_ids(), dtype=torch.long, device=self.device)
         pad = self._pad_id()
         position = mask.sum(-1, keepdim=True)                          # (N, 1) next position id
+        width = mask.shape[1]
+        # One mask for the whole decode, sliced per step (not re-concatenated every step).
+        mask = torch.cat([mask, mask.new_ones((n, max_new_tokens))], dim=1)              # (N, P+T)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
         tokens, logprobs = [], []
         for step in range(max_new_tokens):
@@ -126,17 +128,16 @@ class PlainSampler:
                 break
             # Finished rows keep decoding padding (cheaper than reshaping the cache); their
             # outputs are discarded by cut_at_eos.
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = self.policy.model(input_ids=token[:, None], attention_mask=mask, position_ids=position,
-                                    past_key_values=cache, use_cache=True)
+            out = self.policy.model(input_ids=token[:, None], attention_mask=mask[:, :width + step + 1],
+                                    position_ids=position, past_key_values=cache, use_cache=True)
             cache, logits = out.past_key_values, out.logits[:, -1]
             position = position + 1
         return torch.stack(tokens, 1), torch.stack(logprobs, 1)                          # (N, T)
 
-    def _prefill(self, ids, mask, group_size):
+    def _prefill(self, ids, mask, group_size, max_new_tokens):
         """Run the B prompts once and return the last logits and the cache, both for B*G rows."""
         model = self.policy.model
-        out = self._forward_prompts(ids, mask)
+        out = self._forward_prompts(ids, mask, max_new_tokens)
         cache, logits = out.past_key_values, out.logits[:, -1]                           # (B, V)
         if group_size == 1:
             return logits, cache, mask
@@ -146,10 +147,10 @@ class PlainSampler:
         log.debug("%s: cache cannot be copied per sample; prefilling %d copies of each prompt",
                   type(model).__name__, group_size)
         ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
-        out = self._forward_prompts(ids, mask)
+        out = self._forward_prompts(ids, mask, max_new_tokens)
         return out.logits[:, -1], out.past_key_values, mask
 
-    def _forward_prompts(self, ids, mask):
+    def _forward_prompts(self, ids, mask, max_new_tokens):
         from transformers import DynamicCache
 
         model = self.policy.model
@@ -157,6 +158,8 @@ class PlainSampler:
             cache = DynamicCache(config=model.config)
         except Exception:  # noqa: BLE001 - unusual (remote-code) configs: let the model build its cache
             cache = None
+        if cache is not None:
+            _reserve(cache, max_new_tokens)
         kwargs = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
         # Left padding: the first real token of each row is at position 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -206,9 +209,69 @@ class PlainSampler:
         return int(self.policy.tokenizer.pad_token_id)
 
     def _autocast(self):
-        if self.autocast is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+        return autocast(self.device.type, self.autocast)
+
+
+def _reserve(cache, tokens: int) -> None:
+    """Swap the cache's empty plain layers for ones that grow into preallocated room for ``tokens``
+    more tokens (see ``_growing_layer_class``); sliding-window and other layer types are kept."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # transformers before layered caches: keep its cache
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and not layer.is_initialized:
+            layers[i] = _growing_layer_class()(tokens)
+
+
+_GROWING = None
+
+
+def _growing_layer_class():
+    """``DynamicLayer`` that appends into spare room instead of concatenating.
+
+    DynamicLayer copies the whole cache at every decode step (``torch.cat``), O(T^2) memory
+    traffic over a completion, about a tenth of decoding a small model on CPU. This layer keeps
+    keys and values in buffers with room for ``reserve`` more tokens and exposes the filled part as
+    a view; the numbers are the same. Anything that replaces ``keys`` (copying the cache per
+    sample, selecting rows) is detected and the buffer is rebuilt from the new tensors.
+    """
+    global _GROWING
+    if _GROWING is not None:
+        return _GROWING
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, reserve: int):
+            super().__init__()
+            self.reserve = reserve
+            self._buffers = None  # (keys buffer, values buffer, the view last handed out)
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old = self.keys.shape[-2] if self.keys.numel() else 0
+            new = old + key_states.shape[-2]
+            buffers = self._buffers
+            if buffers is None or buffers[2] is not self.keys or new > buffers[0].shape[-2]:
+                shape = (*key_states.shape[:-2], new + self.reserve, key_states.shape[-1])
+                kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
+                if old:
+                    kbuf[..., :old, :] = self.keys
+                    vbuf[..., :old, :] = self.values
+                buffers = (kbuf, vbuf, None)
+            kbuf, vbuf = buffers[0], buffers[1]
+            kbuf[..., old:new, :] = key_states
+            vbuf[..., old:new, :] = value_states
+            self.keys, self.values = kbuf[..., :new, :], vbuf[..., :new, :]
+            self._buffers = (kbuf, vbuf, self.keys)
+            return self.keys, self.values
+
+    _GROWING = GrowingLayer
+    return _GROWING
 
 
 def choose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,

@@ -67,10 +67,14 @@ def resolved_precision(device: torch.device, precision: str) -> str:
 
 
 def autocast_context(device: torch.device, precision: str) -> ContextManager:
-    """A fresh context manager for forward passes: bf16 autocast (weights stay fp32) or a no-op."""
-    if resolved_precision(device, precision) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """A fresh context manager for forward passes: bf16 autocast (weights stay fp32) or a no-op.
+
+    On CPUs without bf16 matmul instructions the bf16 matmuls run on fp32 kernels with bf16
+    rounding (``rlft.models.loading.autocast``): same numbers, 10-30x faster than PyTorch's fallback.
+    """
+    from rlft.models.loading import autocast
+
+    return autocast(device.type, torch.bfloat16 if resolved_precision(device, precision) == "bf16" else None)
 
 
 def seed_everything(seed: int) -> None:
