@@ -203,7 +203,7 @@ def worker_rlft(spec: dict) -> dict:
     import torch
 
     from rlft.config import load_config
-    from rlft.train.loop import train  # what `rlft.train` is (that name is shadowed once rlft.train.* is imported)
+    from rlft.training.loop import train  # what `rlft.train` is
 
     torch.set_num_threads(spec["threads"])
     out = Path(spec["work"]) / f"rlft-{spec['key']}"
@@ -225,7 +225,7 @@ def worker_rlft(spec: dict) -> dict:
     config = load_config(None, None, base=nested)
     # CPU seconds per step, read when the loop logs each step (the loop itself is untouched): on a
     # shared machine they do not count the time other processes hold the core.
-    from rlft.train.metrics import MetricsLogger
+    from rlft.training.metrics import MetricsLogger
 
     cpu_marks, log = [], MetricsLogger.log
 

@@ -87,7 +87,7 @@ def test_prompt_budget_respects_the_context_window(tmp_path, tiny_causal_dir, ti
     import warnings
 
     from rlft.config import load_config
-    from rlft.train.setup import build_parts
+    from rlft.training.setup import build_parts
 
     # the tiny model has 256 positions: 250 + 8 new tokens does not fit
     over = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{"data.max_prompt_tokens": 250})
@@ -97,3 +97,11 @@ def test_prompt_budget_respects_the_context_window(tmp_path, tiny_causal_dir, ti
     assert parts.max_prompt_tokens == 248 and any("context window" in str(w.message) for w in caught)
     msg = _error(capsys, ["train", *over, "data.overlong=reject"])
     assert "exceeds the model's context window of 256" in msg
+
+
+def test_python_api_train_is_callable_every_time(tmp_path, tiny_causal_dir, tiny_dataset):
+    import rlft
+
+    for run in ("a", "b"):  # a subpackage named like the function would shadow it after the first call
+        cfg = rlft.load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / run, **{"run.steps": 1}))
+        assert rlft.train(cfg).step == 1

@@ -86,7 +86,7 @@ def test_docs_config_md_is_in_sync():
 def test_example_configs_load():
     from pathlib import Path
 
-    from rlft.train.setup import apply_task_defaults
+    from rlft.training.setup import apply_task_defaults
 
     examples = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
     assert len(examples) >= 3

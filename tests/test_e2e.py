@@ -28,8 +28,8 @@ def _finite(rows: list[dict]) -> bool:
 
 @pytest.mark.parametrize("algo", ["reinforce", "scst", "rloo", "grpo"])
 def test_rl_steps_change_params_causal(tmp_path, tiny_causal_dir, tiny_dataset, algo):
-    from rlft.train.loop import train
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import train
+    from rlft.training.setup import build_parts
 
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{
         "algo.name": algo, "algo.kl_coef": 0.05, "algo.entropy_coef": 0.01, "optim.grad_accum": 2,
@@ -54,8 +54,8 @@ def test_rl_steps_change_params_causal(tmp_path, tiny_causal_dir, tiny_dataset, 
 def test_rl_seq2seq_and_checkpoint_loads_in_plain_transformers(tmp_path, tiny_seq2seq_dir, tiny_dataset):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from rlft.train.loop import train
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import train
+    from rlft.training.setup import build_parts
 
     cfg = load_config(None, tiny_overrides(tiny_seq2seq_dir, tiny_dataset, tmp_path / "run",
                                            **{"algo.name": "rloo", "algo.kl_coef": 0.1}))
@@ -78,8 +78,8 @@ def test_rl_seq2seq_and_checkpoint_loads_in_plain_transformers(tmp_path, tiny_se
 def test_final_checkpoint_generates_same_text_causal(tmp_path, tiny_causal_dir, tiny_dataset):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlft.train.loop import train
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import train
+    from rlft.training.setup import build_parts
 
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{"run.steps": 2}))
     parts = build_parts(cfg)
@@ -94,7 +94,7 @@ def test_final_checkpoint_generates_same_text_causal(tmp_path, tiny_causal_dir, 
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dataset):
-    from rlft.train.loop import train
+    from rlft.training.loop import train
 
     common = {"run.steps": 4, "run.save_every": 2, "algo.name": "rloo", "algo.kl_coef": 0.05}
     full = train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "full", **common)))
@@ -116,8 +116,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dat
 
 
 def test_bad_reward_steps_are_skipped_and_counted(tmp_path, tiny_causal_dir, tiny_dataset, monkeypatch):
-    from rlft.train.loop import train
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import train
+    from rlft.training.setup import build_parts
 
     mod = tmp_path / "nanreward.py"
     mod.write_text("calls = [0]\n"
@@ -140,7 +140,7 @@ def test_bad_reward_steps_are_skipped_and_counted(tmp_path, tiny_causal_dir, tin
 
 
 def test_sft_lowers_loss_and_exports_best(tmp_path, tiny_causal_dir, tiny_dataset):
-    from rlft.train.sft import sft
+    from rlft.training.sft import sft
 
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "sft", **{
         "run.steps": 12, "run.eval_every": 6, "sft.batch_size": 8, "sft.epochs": 10, "optim.lr": 3e-3}))
@@ -160,8 +160,8 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
     from rlft.algorithms import ALGORITHMS, rl_loss
     from rlft.models.loading import load_reference
     from rlft.models.logprobs import completion_logprobs
-    from rlft.train.loop import _update
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import _update
+    from rlft.training.setup import build_parts
 
     deltas = []
     for accum in (1, 3):

@@ -21,11 +21,11 @@ def __getattr__(name: str) -> Any:
 
         return getattr(config, name)
     if name == "train":
-        from rlft.train.loop import train
+        from rlft.training.loop import train
 
         return train
     if name == "sft":
-        from rlft.train.sft import sft
+        from rlft.training.sft import sft
 
         return sft
     if name == "evaluate":

@@ -15,7 +15,7 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
                    parts: Any = None) -> dict[str, Any]:
     """Greedy-decode the configured split and score it; writes ``output_dir/eval/<tag>.json``."""
     from rlft.eval.evaluate import evaluate, write_eval
-    from rlft.train.setup import build_parts
+    from rlft.training.setup import build_parts
 
     parts = parts or build_parts(config)
     split = split or parts.config.eval.split
@@ -36,7 +36,7 @@ def generate(config: Config, prompts: list[str], *, greedy: bool = True, samples
              parts: Any = None) -> list[list[str]]:
     """Completions for raw prompts (the data template is applied): ``samples`` per prompt."""
     from rlft.data.example import Example
-    from rlft.train.setup import build_parts, render
+    from rlft.training.setup import build_parts, render
 
     parts = parts or build_parts(config, need_data=False)
     cfg, out = parts.config, []

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
-    from rlft.train.loop import train
+    from rlft.training.loop import train
 
     config = _config(ns.args, ["run.resume=true"] if ns.resume else None)
     result = train(config)
@@ -91,7 +91,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _cmd_sft(ns: argparse.Namespace) -> int:
-    from rlft.train.sft import sft
+    from rlft.training.sft import sft
 
     config = _config(ns.args, ["run.resume=true"] if ns.resume else None)
     result = sft(config)
@@ -189,7 +189,7 @@ def _cmd_tasks(ns: argparse.Namespace) -> int:
 def _cmd_config(ns: argparse.Namespace) -> int:
     import yaml
 
-    from rlft.train.setup import apply_task_defaults
+    from rlft.training.setup import apply_task_defaults
 
     print(yaml.safe_dump(apply_task_defaults(_config(ns.args)).to_dict(), sort_keys=False, allow_unicode=True))
     return 0

@@ -45,8 +45,8 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
     from rlft.eval.bootstrap import paired_bootstrap
     from rlft.eval.evaluate import evaluate, write_eval
     from rlft.report import bucket_table, comparison_table, write_report
-    from rlft.train.loop import train
-    from rlft.train.setup import build_parts
+    from rlft.training.loop import train
+    from rlft.training.setup import build_parts
 
     t0 = time.perf_counter()
     settings = {**DEMO_SETTINGS, **(QUICK if quick else {})}

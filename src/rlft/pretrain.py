@@ -4,7 +4,7 @@ The recipe, in order (``main`` runs the steps; each is one function below):
 
 1. Corpus. (a) The *train* splits of the bundled tasks, rendered exactly as RL and SFT feed
    them: ``ids(template.format(prompt)) + ids(reference) + [EOS]`` (prompt and reference are
-   tokenized separately, as ``rlft.train.sft.encode_pairs`` does, so the model sees the same
+   tokenized separately, as ``rlft.training.sft.encode_pairs`` does, so the model sees the same
    token boundary it will be sampled from), every reference. (b) Other local text: English
    documentation under /usr/share/doc (no changelogs, no copyright files), the licences in
    /usr/share/common-licenses, the Python standard library's source, and the Chinese side

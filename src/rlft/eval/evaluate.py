@@ -52,7 +52,7 @@ def evaluate(
     truncation rate, traffic buckets and stratified scores, and sample outputs.
     """
     from rlft.rewards import METRICS, score
-    from rlft.train.setup import render
+    from rlft.training.setup import render
 
     config, policy = parts.config, parts.policy
     metric_name, second_name = metric_names(config)

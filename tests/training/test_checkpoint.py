@@ -12,10 +12,10 @@ import torch
 
 from rlft.config import OptimConfig
 from rlft.errors import RlftError
-from rlft.train import checkpoint as ckpt_mod
-from rlft.train.checkpoint import (COMPLETE, export_final, latest_checkpoint, load_checkpoint,
+from rlft.training import checkpoint as ckpt_mod
+from rlft.training.checkpoint import (COMPLETE, export_final, latest_checkpoint, load_checkpoint,
                                    prune_checkpoints, save_checkpoint)
-from rlft.train.optim import build_optimizer, build_scheduler
+from rlft.training.optim import build_optimizer, build_scheduler
 
 OPTIM = OptimConfig(lr=1e-2, weight_decay=0.1, warmup_steps=2, schedule="cosine")
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran"]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from rlft.config import Config
-from rlft.train.loop import RunResult
+from rlft.training.loop import RunResult
 
 
 def encode_pairs(tokenizer: Any, prompts: list[str], targets: list[str], *, is_seq2seq: bool,
@@ -50,12 +50,12 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     (last step) and ``run_dir/best`` (best validation metric)."""
     from rlft.eval.evaluate import evaluate, log_summary
     from rlft.models.logprobs import completion_logprobs
-    from rlft.train.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-    from rlft.train.metrics import MetricsLogger, save_resolved_config
-    from rlft.train.optim import build_optimizer, build_scheduler
-    from rlft.train.progress import Progress
-    from rlft.train.runtime import seed_everything
-    from rlft.train.setup import build_parts, config_dict, render
+    from rlft.training.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+    from rlft.training.metrics import MetricsLogger, save_resolved_config
+    from rlft.training.optim import build_optimizer, build_scheduler
+    from rlft.training.progress import Progress
+    from rlft.training.runtime import seed_everything
+    from rlft.training.setup import build_parts, config_dict, render
     from pathlib import Path
 
     seed_everything(config.run.seed)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from rlft.errors import RlftError
-from rlft.train import metrics as metrics_mod
-from rlft.train.metrics import MetricsLogger, read_metrics, save_resolved_config
+from rlft.training import metrics as metrics_mod
+from rlft.training.metrics import MetricsLogger, read_metrics, save_resolved_config
 
 
 def test_log_writes_strict_json_lines(tmp_path):

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 
 from rlft.errors import RlftError
-from rlft.train.runtime import fsync_path, fsync_tree
+from rlft.training.runtime import fsync_path, fsync_tree
 
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")

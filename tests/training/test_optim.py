@@ -9,9 +9,9 @@ import torch
 
 from rlft.config import OptimConfig
 from rlft.errors import RlftError
-from rlft.train import optim as optim_mod
-from rlft.train.optim import build_optimizer, build_scheduler
-from rlft.train.runtime import (atomic_write_text, autocast_context, resolve_device, resolved_precision,
+from rlft.training import optim as optim_mod
+from rlft.training.optim import build_optimizer, build_scheduler
+from rlft.training.runtime import (atomic_write_text, autocast_context, resolve_device, resolved_precision,
                                 seed_everything, set_threads)
 
 

@@ -40,12 +40,12 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.models.loading import disable_dropout, load_reference
     from rlft.models.logprobs import completion_logprobs
     from rlft.rewards import score
-    from rlft.train.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-    from rlft.train.metrics import MetricsLogger, save_resolved_config
-    from rlft.train.optim import build_optimizer, build_scheduler
-    from rlft.train.progress import Progress
-    from rlft.train.runtime import seed_everything
-    from rlft.train.setup import build_parts, config_dict, render
+    from rlft.training.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+    from rlft.training.metrics import MetricsLogger, save_resolved_config
+    from rlft.training.optim import build_optimizer, build_scheduler
+    from rlft.training.progress import Progress
+    from rlft.training.runtime import seed_everything
+    from rlft.training.setup import build_parts, config_dict, render
 
     seed_everything(config.run.seed)
     parts = parts or build_parts(config)

@@ -57,7 +57,7 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     from rlft.models.loading import load_policy
     from rlft.rewards import build_reward
     from rlft.rollout import build_sampler
-    from rlft.train.runtime import autocast_context, resolve_device, resolved_precision, set_threads
+    from rlft.training.runtime import autocast_context, resolve_device, resolved_precision, set_threads
 
     from transformers.utils import logging as hf_logging
 

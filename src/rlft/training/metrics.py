@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rlft.errors import RlftError, where
-from rlft.train.runtime import atomic_write_text
+from rlft.training.runtime import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"

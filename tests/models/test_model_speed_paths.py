@@ -1,0 +1,218 @@
+"""Exactness of the speed paths in rlft.models: prompt-shared log-probs, bf16 emulation, fused GELU.
+
+Each fast path must give the numbers of the plain computation it replaces; these tests compare
+the two directly (and check that the fast path really ran, so a silent fallback cannot pass).
+"""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tests.tiny import EOS, PAD, tiny_causal
+
+from rlft.config import ModelConfig
+from rlft.models import completion_logprobs, load_policy
+from rlft.models import loading
+from rlft.models import logprobs as logprobs_module
+from rlft.models.loading import disable_dropout, fuse_activations
+
+# G = 3 rows per prompt; prompts of unequal length (left padding, plus one column that is
+# padding in every row); completions that end in EOS at different columns, then PAD.
+PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
+COMPLETIONS = [
+    [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],
+    [[80, 81, 82, 83, 84], [80, EOS, PAD, PAD, PAD], [85, 86, 87, EOS, PAD]],
+    [[90, EOS, PAD, PAD, PAD], [91, 92, 93, 94, EOS], [95, 96, 97, 98, 99]],
+]
+
+
+def _grouped_batch():
+    """N = B * G rows; row i belongs to prompt i // G, as in a Rollout."""
+    width = max(map(len, PROMPTS)) + 1
+    ids, mask, comp = [], [], []
+    for prompt, group in zip(PROMPTS, COMPLETIONS):
+        for completion in group:
+            ids.append([PAD] * (width - len(prompt)) + prompt)
+            mask.append([0] * (width - len(prompt)) + [1] * len(prompt))
+            comp.append(completion)
+    comp = torch.tensor(comp)
+    comp_mask = torch.ones(comp.shape)
+    for i, row in enumerate(comp.tolist()):
+        if EOS in row:
+            comp_mask[i, row.index(EOS) + 1:] = 0
+    return SimpleNamespace(prompt_ids=torch.tensor(ids), prompt_mask=torch.tensor(mask),
+                           completion_ids=comp, completion_mask=comp_mask)
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speed")
+    return {arch: load_policy(ModelConfig(name_or_path=str(tiny_causal(root, arch=arch))), device="cpu")
+            for arch in ("llama", "gpt2")}
+
+
+def _logprobs_and_grads(model, batch, weights, **kwargs):
+    model.zero_grad(set_to_none=True)
+    lp, ent = completion_logprobs(model, batch, is_seq2seq=False, with_entropy=True, **kwargs)
+    ((lp * weights + 0.1 * ent) * batch.completion_mask).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return lp.detach(), ent.detach(), grads
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_prompt_shared_logprobs_and_gradients_equal_one_pass(arch, policies, monkeypatch):
+    model = disable_dropout(policies[arch].model).train()   # the update runs in train mode
+    batch = _grouped_batch()
+    weights = torch.randn(batch.completion_ids.shape, generator=torch.Generator().manual_seed(0))
+
+    calls = []
+    shared_fn = logprobs_module._shared_prompt_logits
+    monkeypatch.setattr(logprobs_module, "_shared_prompt_logits",
+                        lambda *a, **k: calls.append(1) or shared_fn(*a, **k))
+    shared = _logprobs_and_grads(model, batch, weights)
+    # chunk=4 splits a group of 3 across micro-batches: groups are found per chunk.
+    chunked = _logprobs_and_grads(model, batch, weights, chunk=4)
+    assert len(calls) == 4, "the prompt-shared path did not run"
+
+    monkeypatch.setattr(logprobs_module, "_prefix_cache", lambda model: None)  # force one pass
+    one_pass = _logprobs_and_grads(model, batch, weights)
+    assert len(calls) == 4, "the one-pass fallback was not taken"
+    model.eval()
+
+    real = batch.completion_mask > 0
+    for got in (shared, chunked):
+        torch.testing.assert_close(got[0][real], one_pass[0][real], atol=1e-5, rtol=0)
+        torch.testing.assert_close(got[1][real], one_pass[1][real], atol=1e-5, rtol=0)
+        assert got[2].keys() == one_pass[2].keys() and len(one_pass[2]) > 0
+        for name, want in one_pass[2].items():
+            err = (got[2][name] - want).norm() / want.norm().clamp(min=1e-12)
+            assert err < 2e-5, f"{arch} {name}: relative gradient error {err:.2e}"
+    # the prompt's forward gets gradient through the shared cache (embeddings of prompt tokens)
+    embed = next(g for n, g in shared[2].items() if "embed_tokens" in n or n.endswith("wte.weight"))
+    assert embed[40].abs().sum() > 0 and embed[50].abs().sum() > 0
+
+
+def test_prompt_groups_only_join_identical_neighbours():
+    batch = _grouped_batch()
+    group, starts = logprobs_module._prompt_groups(batch.prompt_ids, batch.prompt_mask)
+    assert group.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert starts.tolist() == [True, False, False] * 3
+    # same ids but a different mask (a real PAD token in the prompt) is a different prompt
+    mask = batch.prompt_mask.clone()
+    mask[1, 0] = 1
+    assert logprobs_module._prompt_groups(batch.prompt_ids, mask)[0].tolist() == [0, 1, 2, 3, 3, 3, 4, 4, 4]
+    assert logprobs_module._prompt_groups(batch.prompt_ids[::3], batch.prompt_mask[::3]) is None
+
+
+def test_prompt_shared_path_declined_under_gradient_checkpointing(policies, monkeypatch):
+    model = policies["llama"].model
+    assert logprobs_module._prefix_cache(model) is not None
+    monkeypatch.setattr(logprobs_module, "_checkpointing", lambda model: True)
+    assert logprobs_module._prefix_cache(model) is None
+
+
+# -- bf16 emulation on CPUs without bf16 matmul kernels ---------------------------------------
+
+def _linear_case():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 64, generator=g)
+    w = torch.randn(48, 64, generator=g) / 8
+    b = torch.randn(48, generator=g)
+    return x, w, b
+
+
+def test_bf16_emulation_matches_native_bf16_linear(monkeypatch):
+    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: False)    # emulate even on AMX CPUs
+    x, w, b = _linear_case()
+    native = F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16())      # PyTorch's bf16 kernel
+    w_leaf = w.clone().requires_grad_(True)
+    with loading.autocast("cpu", torch.bfloat16):
+        emulated = F.linear(x, w_leaf, b)
+    assert emulated.dtype == torch.bfloat16
+    torch.testing.assert_close(emulated.float(), native.float(), atol=1e-2, rtol=1e-2)
+    # it is bf16 arithmetic, not fp32 relabelled: the fp32 result is further from the bf16 kernel
+    fp32 = F.linear(x, w, b)
+    assert (emulated.float() - native.float()).abs().max() < (fp32 - native.float()).abs().max()
+    # the backward pass runs (fp32 GEMMs) and is the bf16 backward within bf16 tolerance
+    emulated.float().sum().backward()
+    w_native = w.bfloat16().requires_grad_(True)
+    F.linear(x.bfloat16(), w_native, b.bfloat16()).float().sum().backward()
+    torch.testing.assert_close(w_leaf.grad, w_native.grad.float(), atol=2e-2, rtol=1e-2)
+
+
+def test_bf16_emulation_matches_native_bf16_model(policies, monkeypatch):
+    model = policies["llama"].model.eval()
+    batch = _grouped_batch()
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.completion_mask.long()], 1)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            native = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+        monkeypatch.setattr(loading, "native_cpu_bf16", lambda: False)
+        with loading.autocast("cpu", torch.bfloat16):
+            emulated = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+        fp32 = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+    real = mask.bool()
+    diff = (emulated.float() - native.float())[real].abs()
+    assert diff.max() < 0.1 and diff.mean() < 1e-2
+    assert diff.mean() < (fp32 - native.float())[real].abs().mean()
+
+
+def test_autocast_is_plain_torch_autocast_with_native_bf16(monkeypatch):
+    x, w, b = _linear_case()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = F.linear(x, w, b)
+    if loading.native_cpu_bf16():
+        with loading.autocast("cpu", torch.bfloat16):
+            got = F.linear(x, w, b)
+        assert torch.equal(got, want)
+    # whatever this CPU has: when it reports native bf16, autocast adds nothing of its own
+    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: True)
+    ctx = loading.autocast("cpu", torch.bfloat16)
+    assert isinstance(ctx, torch.autocast)
+    with ctx:
+        got = F.linear(x, w, b)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+    assert isinstance(loading.autocast("cpu", None), type(loading.autocast("cpu", None)))
+    with loading.autocast("cpu", None):
+        assert F.linear(x, w, b).dtype == torch.float32
+
+
+# -- fused GELU ----------------------------------------------------------------------------------
+
+def test_fuse_activations_keeps_gpt2_outputs(tmp_path):
+    from transformers import AutoModelForCausalLM, activations
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal(tmp_path, arch="gpt2")).eval()
+    slow = [m for m in model.modules() if isinstance(m, activations.NewGELUActivation)]
+    assert len(slow) == 2          # one per MLP: from_pretrained alone does not fuse
+    ids = torch.tensor([[1, 40, 41, 42, 43, 44, 50, 60], [PAD, PAD, 1, 50, 60, 61, 62, 70]])
+    mask = (ids != PAD).long()
+    before = model(input_ids=ids, attention_mask=mask).logits
+    before.sum().backward()
+    grad_before = model.transformer.wte.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+
+    assert fuse_activations(model) is model
+    assert not any(isinstance(m, activations.NewGELUActivation) for m in model.modules())
+    fused = [m for m in model.modules() if type(m).__name__ in ("GELUTanh", "PytorchGELUTanh")]
+    assert len(fused) == 2
+    after = model(input_ids=ids, attention_mask=mask).logits
+    after.sum().backward()
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
+    torch.testing.assert_close(model.transformer.wte.weight.grad, grad_before, atol=1e-5, rtol=1e-5)
+    # and the activation itself, over a wide range (where tanh saturates and where it does not)
+    x = torch.linspace(-12, 12, 10001)
+    torch.testing.assert_close(fused[0](x), activations.NewGELUActivation()(x), atol=1e-6, rtol=0)
+
+
+def test_load_policy_fuses_gpt2_and_leaves_llama(policies):
+    from transformers import activations
+
+    gpt2, llama = policies["gpt2"].model, policies["llama"].model
+    assert not any(isinstance(m, activations.NewGELUActivation) for m in gpt2.modules())
+    assert any(type(m).__name__ in ("GELUTanh", "PytorchGELUTanh") for m in gpt2.modules())
+    assert not any(type(m).__name__ in ("GELUTanh", "PytorchGELUTanh") for m in llama.modules())
