@@ -4,6 +4,7 @@ Each fast path must give the numbers of the plain computation it replaces; these
 the two directly (and check that the fast path really ran, so a silent fallback cannot pass).
 """
 
+import contextlib
 from types import SimpleNamespace
 
 import pytest
@@ -72,13 +73,14 @@ def test_prompt_shared_logprobs_and_gradients_equal_one_pass(arch, policies, mon
     monkeypatch.setattr(logprobs_module, "_shared_prompt_logits",
                         lambda *a, **k: calls.append(1) or shared_fn(*a, **k))
     shared = _logprobs_and_grads(model, batch, weights)
-    # chunk=4 splits a group of 3 across micro-batches: groups are found per chunk.
+    # chunk=4 splits groups of 3 across micro-batches (rows 0-3, 4-7, 8): groups are found per
+    # chunk, and the last chunk (one row) takes the one-pass path.
     chunked = _logprobs_and_grads(model, batch, weights, chunk=4)
-    assert len(calls) == 4, "the prompt-shared path did not run"
+    assert len(calls) == 3, "the prompt-shared path did not run"
 
     monkeypatch.setattr(logprobs_module, "_prefix_cache", lambda model: None)  # force one pass
     one_pass = _logprobs_and_grads(model, batch, weights)
-    assert len(calls) == 4, "the one-pass fallback was not taken"
+    assert len(calls) == 3, "the one-pass fallback was not taken"
     model.eval()
 
     real = batch.completion_mask > 0
@@ -176,7 +178,7 @@ def test_autocast_is_plain_torch_autocast_with_native_bf16(monkeypatch):
     with ctx:
         got = F.linear(x, w, b)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
-    assert isinstance(loading.autocast("cpu", None), type(loading.autocast("cpu", None)))
+    assert isinstance(loading.autocast("cpu", None), contextlib.nullcontext)
     with loading.autocast("cpu", None):
         assert F.linear(x, w, b).dtype == torch.float32
 
@@ -203,7 +205,8 @@ def test_fuse_activations_keeps_gpt2_outputs(tmp_path):
     after = model(input_ids=ids, attention_mask=mask).logits
     after.sum().backward()
     torch.testing.assert_close(after, before, atol=1e-5, rtol=0)
-    torch.testing.assert_close(model.transformer.wte.weight.grad, grad_before, atol=1e-5, rtol=1e-5)
+    grad_after = model.transformer.wte.weight.grad
+    assert (grad_after - grad_before).norm() / grad_before.norm() < 1e-5
     # and the activation itself, over a wide range (where tanh saturates and where it does not)
     x = torch.linspace(-12, 12, 10001)
     torch.testing.assert_close(fused[0](x), activations.NewGELUActivation()(x), atol=1e-6, rtol=0)
