@@ -58,7 +58,7 @@ def tiny_overrides(model_dir: Path, data: dict[str, str], out: Path, **extra: ob
         "rollout.prompts_per_step": 4, "rollout.group_size": 3, "rollout.max_new_tokens": 8,
         "run.steps": 3, "run.output_dir": str(out), "run.eval_every": 0, "run.save_every": 0,
         "run.progress": False, "run.tensorboard": False, "eval.max_examples": 4, "eval.batch_size": 4,
-        "optim.lr": 1e-3, "run.device": "cpu",
+        "optim.lr": 1e-3, "run.device": "cpu", "data.max_prompt_tokens": 200,
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

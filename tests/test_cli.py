@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-import pytest
+
 
 from rlft.cli import main
 from tests.conftest import tiny_overrides

@@ -157,7 +157,7 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
     change is exactly -lr * gradient; Adam would hide a wrong scale)."""
     import copy
 
-    from rlft.algorithms import ALGORITHMS, rl_loss
+    from rlft.algorithms import rl_loss
     from rlft.models.loading import load_reference
     from rlft.models.logprobs import completion_logprobs
     from rlft.training.loop import _update

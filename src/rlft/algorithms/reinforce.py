@@ -8,7 +8,6 @@ lowers its variance. Here b is an exponential moving average of past batch-mean 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

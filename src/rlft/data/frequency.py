@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -25,6 +24,8 @@ from typing import Any
 
 import torch
 
+from rlft.config import DataConfig
+from rlft.data import loading
 from rlft.data.example import Example
 from rlft.errors import RlftError, where
 
@@ -66,6 +67,9 @@ class PromptCounter:
         self.count_field, self.weight_field, self.id_field = count_field, weight_field, id_field
         self.normalize, self.require_reference, self.source = normalize, require_reference, source
         self._known = {prompt_field, reference_field, references_field, count_field, weight_field, id_field}
+        # The row checks are the data loader's own, so a log and a dataset fail the same way.
+        self._cfg = DataConfig(prompt_field=prompt_field, reference_field=reference_field,
+                               references_field=references_field, count_field=count_field, id_field=id_field)
         self._entries: dict[str, dict[str, Any]] = {}  # key -> entry, in first-seen order
 
     def __len__(self) -> int:
@@ -108,58 +112,13 @@ class PromptCounter:
         return out
 
     def _prompt(self, line: int, row: dict) -> str:
-        name, value = self.prompt_field, row.get(self.prompt_field)
-        if value is None:
-            raise RlftError(f"{where(self.source, line, name)}: missing")
-        if not isinstance(value, str):
-            raise RlftError(f"{where(self.source, line, name)}: must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise RlftError(f"{where(self.source, line, name)}: empty prompt")
-        return value
+        return loading._prompt(row, self._cfg, self.source, line)
 
     def _references(self, line: int, row: dict) -> list[str]:
-        if row.get(self.reference_field) is not None:
-            name, value = self.reference_field, row[self.reference_field]
-        elif row.get(self.references_field) is not None:
-            name, value = self.references_field, row[self.references_field]
-            if isinstance(value, str) and value.lstrip().startswith("["):  # a JSON list in a CSV cell
-                try:
-                    value = json.loads(value)
-                except json.JSONDecodeError:
-                    raise RlftError(f"{where(self.source, line, name)}: malformed JSON list of references") from None
-        else:
-            return []  # traffic rows may lack a reference; a prompt needs one in some row
-        if isinstance(value, str):  # the common case, checked without building lists
-            if not value.strip():
-                raise RlftError(f"{where(self.source, line, name)}: empty reference")
-            return [value]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise RlftError(f"{where(self.source, line, name)}: must be a string or a list of strings")
-        if not value:
-            raise RlftError(f"{where(self.source, line, name)}: no references (empty list)")
-        if any(not v.strip() for v in value):
-            raise RlftError(f"{where(self.source, line, name)}: empty reference")
-        return list(value)
+        return loading._references(row, self._cfg, self.source, line, required=False)
 
     def _count(self, line: int, row: dict) -> float:
-        name, integer, value = self.count_field, True, row.get(self.count_field)
-        if value is None or value == "":
-            name, integer, value = self.weight_field, False, row.get(self.weight_field)
-            if value is None or value == "":
-                return 1
-        kind = "a positive integer" if integer else "a positive number"
-        number = None
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            number = float(value)
-        elif isinstance(value, str):
-            try:  # CSV cells are text
-                number = float(value.strip())
-            except ValueError:
-                pass
-        if number is None or not math.isfinite(number) or number <= 0 or (integer and not number.is_integer()):
-            raise RlftError(f"{where(self.source, line, name)}: must be {kind}, got {value!r}")
-        # Integer counts stay exact ints while summing; 2**53 occurrences is beyond any log.
-        return int(number) if integer else number
+        return loading._count(row, self._cfg, self.source, line, weight_field=self.weight_field)
 
 
 def count_prompts(rows: Iterable[tuple[int, dict]], *, prompt_field: str = "prompt",

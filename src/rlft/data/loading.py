@@ -250,11 +250,11 @@ def _prompt(row: dict, cfg: DataConfig, source: str, line: int) -> str:
     if not isinstance(value, str):
         raise RlftError(f"{where(source, line, name)}: must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise RlftError(f"{where(source, line, name)}: empty")
+        raise RlftError(f"{where(source, line, name)}: empty prompt")
     return value
 
 
-def _references(row: dict, cfg: DataConfig, source: str, line: int) -> list[str]:
+def _references(row: dict, cfg: DataConfig, source: str, line: int, *, required: bool = True) -> list[str]:
     if _present(row, cfg.reference_field):
         name, value = cfg.reference_field, row[cfg.reference_field]
         values = [value] if isinstance(value, str) else value
@@ -267,6 +267,8 @@ def _references(row: dict, cfg: DataConfig, source: str, line: int) -> list[str]
                 values = json.loads(value) if value.lstrip().startswith("[") else value
             except json.JSONDecodeError:
                 raise RlftError(f"{where(source, line, name)}: malformed JSON list of references") from None
+    elif not required:  # a traffic log's row may lack a reference; its prompt needs one in some row
+        return []
     else:
         raise RlftError(f"{where(source, line)}: no reference; expected field '{cfg.reference_field}' "
                         f"(a string or list of strings) or '{cfg.references_field}' (a list of strings)")
@@ -279,13 +281,13 @@ def _references(row: dict, cfg: DataConfig, source: str, line: int) -> list[str]
     return list(values)
 
 
-def _count(row: dict, cfg: DataConfig, source: str, line: int) -> float:
+def _count(row: dict, cfg: DataConfig, source: str, line: int, *, weight_field: str = WEIGHT_FIELD) -> float:
     if _present(row, cfg.count_field) and row[cfg.count_field] != "":
         name, integer = cfg.count_field, True
-    elif _present(row, WEIGHT_FIELD) and row[WEIGHT_FIELD] != "":
-        name, integer = WEIGHT_FIELD, False
+    elif _present(row, weight_field) and row[weight_field] != "":
+        name, integer = weight_field, False
     else:
-        return 1.0
+        return 1
     value = row[name]
     kind = "a positive integer" if integer else "a positive number"
     number: float | None = None
@@ -298,7 +300,8 @@ def _count(row: dict, cfg: DataConfig, source: str, line: int) -> float:
             number = None
     if number is None or not math.isfinite(number) or number <= 0 or (integer and not number.is_integer()):
         raise RlftError(f"{where(source, line, name)}: must be {kind}, got {value!r}")
-    return number
+    # Integer counts stay exact ints while summing a long log.
+    return int(number) if integer else number
 
 
 def _id(row: dict, cfg: DataConfig, base: str, line: int) -> str:

@@ -36,7 +36,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     """Run RL fine-tuning as configured; returns where the run wrote its outputs."""
     from rlft.algorithms import ALGORITHMS, rl_loss
     from rlft.data.frequency import PromptSampler, TailGuard, apply_tail_boost, assign_buckets, traffic_weights
-    from rlft.eval.evaluate import evaluate, log_summary, write_eval
+    from rlft.eval.evaluate import evaluate, log_summary
     from rlft.models.loading import disable_dropout, load_reference
     from rlft.models.logprobs import completion_logprobs
     from rlft.rewards import score
