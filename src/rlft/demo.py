@@ -28,10 +28,8 @@ DEMO_SETTINGS: dict[str, Any] = {
     "rollout.prompts_per_step": 8,
     "rollout.group_size": 4,
     "rollout.temperature": 0.7,
-    "optim.lr": 2e-5,
-    "algo.kl_coef": 0.02,
-    "frequency.alpha": 0.5,
-    "frequency.floor": 0.2,
+    "optim.lr": 5e-5,          # RLOO lr 5e-5 at T 0.7 was the only setting that did not lower
+    "algo.kl_coef": 0.02,      # validation chrF in benchmarks/learning.py (SCST collapsed)
     "eval.max_examples": 32,
     "eval.batch_size": 32,
 }

@@ -33,7 +33,11 @@ class RunResult:
 
 
 def train(config: Config, parts: Any = None) -> RunResult:
-    """Run RL fine-tuning as configured; returns where the run wrote its outputs."""
+    """Run RL fine-tuning as configured; returns where the run wrote its outputs.
+
+    ``parts`` (from ``build_parts``) may be passed to reuse a loaded model and data; the model,
+    data, reward and sampler then come from ``parts`` and every other setting from ``config``.
+    """
     from rlft.algorithms import ALGORITHMS, rl_loss
     from rlft.data.frequency import PromptSampler, TailGuard, apply_tail_boost, assign_buckets, traffic_weights
     from rlft.eval.evaluate import evaluate, log_summary
@@ -45,10 +49,13 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
     from rlft.training.runtime import seed_everything
-    from rlft.training.setup import build_parts, config_dict, render
+    from rlft.training.setup import apply_task_defaults, build_parts, config_dict, render
 
     seed_everything(config.run.seed)
-    parts = parts or build_parts(config)
+    if parts is None:
+        parts = build_parts(config)
+    else:
+        parts.config = apply_task_defaults(config)
     config = parts.config  # task defaults applied
     run, ro, algo_cfg = config.run, config.rollout, config.algo
     algo = ALGORITHMS[algo_cfg.name]

@@ -55,11 +55,14 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
     from rlft.training.runtime import seed_everything
-    from rlft.training.setup import build_parts, config_dict, render
+    from rlft.training.setup import apply_task_defaults, build_parts, config_dict, render
     from pathlib import Path
 
     seed_everything(config.run.seed)
-    parts = parts or build_parts(config)
+    if parts is None:
+        parts = build_parts(config)
+    else:  # reuse the loaded model and data; every other setting comes from `config`
+        parts.config = apply_task_defaults(config)
     config, policy, model = parts.config, parts.policy, parts.policy.model
     run = config.run
     items = [(ex, ref) for ex in parts.splits["train"] for ref in ex.references]
