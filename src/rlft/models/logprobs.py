@@ -108,7 +108,7 @@ def _prefix_cache(model):
     """An empty ``DynamicCache`` for running prompts once and completions on top, or None where
     that is not known to be exact (sliding-window or recurrent layers, gradient checkpointing,
     models without a cache argument): those take the one-pass path."""
-    if _checkpointing(model) or not forward_accepts(model, "past_key_values"):
+    if _checkpointing(model) or not (forward_accepts(model, "cache") or forward_accepts(model, "past_key_values")):
         return None
     try:
         from transformers import DynamicCache
@@ -143,16 +143,16 @@ def _shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, 
     u_ids, u_mask = prompt_ids[starts], prompt_mask[starts]                        # (u, P)
     keep = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
     out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=cache, use_cache=True, **keep)
+                use_cache=True, **{cache_kwarg(model): cache}, **keep)
     first = out.logits[:, -1:][group]                    # (n, 1, V): the last prompt column predicts y_0
     if t == 1:
         return first
-    cache = out.past_key_values
+    cache = output_cache(out)
     cache.batch_select_indices(group)                    # (u, ...) -> (n, ...), differentiable
     mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -(t - 1):]                # (n, T-1)
     rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=position_ids,
-                 past_key_values=cache, use_cache=True).logits                      # (n, T-1, V)
+                 use_cache=True, **{cache_kwarg(model): cache}).logits                      # (n, T-1, V)
     return torch.cat([first, rest], dim=1)                                          # (n, T, V)
 
 
@@ -183,6 +183,18 @@ def _shift_right(model, completion_ids: torch.Tensor) -> torch.Tensor:
         raise ValueError("the seq2seq model's config has no decoder_start_token_id")
     first = torch.full_like(completion_ids[:, :1], int(start))
     return torch.cat([first, completion_ids[:, :-1]], dim=1)
+
+
+def cache_kwarg(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` from transformers 5.24 on,
+    ``past_key_values`` before (still accepted there, with a deprecation warning)."""
+    return "cache" if forward_accepts(model, "cache") else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a model output, under either of transformers' names for it."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def forward_accepts(model, name: str) -> bool:

@@ -19,7 +19,7 @@ import torch
 from rlft.data.templates import fit_prompt
 from rlft.errors import RlftError
 from rlft.models.loading import Policy, autocast
-from rlft.models.logprobs import completion_logprobs, forward_accepts, token_logprobs
+from rlft.models.logprobs import cache_kwarg, completion_logprobs, forward_accepts, output_cache, token_logprobs
 from rlft.rollout.base import Rollout
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,8 @@ class PlainSampler:
             # Finished rows keep decoding padding (cheaper than reshaping the cache); their
             # outputs are discarded by cut_at_eos.
             out = self.policy.model(input_ids=token[:, None], attention_mask=mask[:, :width + step + 1],
-                                    position_ids=position, past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1]
+                                    position_ids=position, use_cache=True, **{cache_kwarg(self.policy.model): cache})
+            cache, logits = output_cache(out), out.logits[:, -1]
             position = position + 1
         return torch.stack(tokens, 1), torch.stack(logprobs, 1)                          # (N, T)
 
@@ -138,7 +138,7 @@ class PlainSampler:
         """Run the B prompts once and return the last logits and the cache, both for B*G rows."""
         model = self.policy.model
         out = self._forward_prompts(ids, mask, max_new_tokens)
-        cache, logits = out.past_key_values, out.logits[:, -1]                           # (B, V)
+        cache, logits = output_cache(out), out.logits[:, -1]                             # (B, V)
         if group_size == 1:
             return logits, cache, mask
         if self.expand_cache and callable(getattr(cache, "batch_repeat_interleave", None)):
@@ -148,7 +148,7 @@ class PlainSampler:
                   type(model).__name__, group_size)
         ids, mask = ids.repeat_interleave(group_size, 0), mask.repeat_interleave(group_size, 0)
         out = self._forward_prompts(ids, mask, max_new_tokens)
-        return out.logits[:, -1], out.past_key_values, mask
+        return out.logits[:, -1], output_cache(out), mask
 
     def _forward_prompts(self, ids, mask, max_new_tokens):
         from transformers import DynamicCache
@@ -164,7 +164,7 @@ class PlainSampler:
         # Left padding: the first real token of each row is at position 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         return model(input_ids=ids, attention_mask=mask, position_ids=position_ids,
-                     past_key_values=cache, use_cache=True, **kwargs)
+                     use_cache=True, **{cache_kwarg(model): cache}, **kwargs)
 
     # -- encoder-decoder: transformers' generate, then score the tokens -------------------------
 
