@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-LOG="${LOG:-/tmp/rlft-pretrain.log}"
+mkdir -p runs
+LOG="${LOG:-runs/pretrain.log}"
 OMP_WAIT_POLICY=PASSIVE TOKENIZERS_PARALLELISM=true nohup rlft pretrain "$@" > "$LOG" 2>&1 &
 echo "rlft pretrain running as pid $!; log: $LOG"
