@@ -184,3 +184,15 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
     assert any(d.abs().max() > 1e-4 for d in deltas[0].values())
     for k in deltas[0]:
         torch.testing.assert_close(deltas[0][k], deltas[1][k], atol=1e-6, rtol=1e-5)
+
+
+def test_sft_early_stopping_keeps_the_best(tmp_path, tiny_causal_dir, tiny_dataset):
+    from rlft.training.sft import sft
+
+    # lr 0: the validation metric never improves after the first evaluation, so patience 2 stops at step 6
+    cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "sft", **{
+        "run.steps": 20, "run.eval_every": 2, "sft.patience": 2, "sft.epochs": 10, "optim.lr": 0.0}))
+    result = sft(cfg)
+    assert result.step == 6
+    assert [ev["step"] for ev in result.evals] == [2, 4, 6]
+    assert (result.run_dir / "best" / "model.safetensors").exists()

@@ -128,6 +128,7 @@ class RunConfig:
 class SFTConfig:
     batch_size: int = doc(16, "Examples per optimizer step.")
     epochs: float = doc(1.0, "Passes over the training data; `run.steps` caps the total when it is smaller.")
+    patience: int = doc(0, "Stop after this many evaluations (every run.eval_every steps) without a better validation metric; 0 = never. The best model is in best/.")
 
 
 @dataclass(frozen=True)

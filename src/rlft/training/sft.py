@@ -137,10 +137,17 @@ def sft(config: Config, parts: Any = None) -> RunResult:
             model.eval()
             run_eval(step)
             model.train()
-        if run.save_every and step % run.save_every == 0 or step == total:
+        # Early stopping: `patience` evaluations in a row without a new best validation metric.
+        stop = (config.sft.patience > 0 and state["best_step"] is not None and run.eval_every > 0
+                and step - state["best_step"] >= config.sft.patience * run.eval_every)
+        if run.save_every and step % run.save_every == 0 or step == total or stop:
             save_checkpoint(run_dir, step, model=model, tokenizer=policy.tokenizer, optimizer=optimizer,
                             scheduler=scheduler, state={"state": dict(state), "generators": {"order": order_gen}})
             prune_checkpoints(run_dir, run.keep_checkpoints)
+        if stop:
+            progress.write(f"step {step}: no better validation metric in {config.sft.patience} evaluations; "
+                           f"stopping (best at step {state['best_step']}, exported to best/)")
+            break
     progress.close()
     model.eval()
     result.final_dir = export_final(run_dir, model, policy.tokenizer)
