@@ -15,8 +15,7 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from rlft.tasks.common import (ZIPF_NOTE, Pair, head_size, merge_duplicates, split_pairs, squash,
-                               write_datasheet, write_snapshot, zipf_counts)
+from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 MAX_LINES = 40
 MAX_CHARS = 1500
@@ -215,12 +214,6 @@ def build(out_dir: Path, root: Path | None = None, cap: int = 500) -> dict[str, 
     pairs, dropped = collect(root)
     pairs = merge_duplicates(pairs)
     splits = split_pairs(pairs, cap=cap)
-    scale = max(1.0, len(pairs) / 2)
-    zipf_counts(splits, SEED, scale)
-    sizes = write_snapshot("code_summary", splits, out_dir)
-    drops = ["## Definitions left out\n", "| reason | definitions |", "| --- | ---: |"]
-    drops += [f"| {reason} | {n} |" for reason, n in dropped.most_common()]
-    note = ZIPF_NOTE.format(seed=SEED, scale=scale, exponent=1.1, head=head_size(splits))
-    write_datasheet(out_dir, "Task `code_summary` (Python source -> docstring sentence)", INTRO,
-                    splits, note, cap=cap, extra="\n".join(drops))
-    return sizes
+    return write_zipf_task("code_summary", "Task `code_summary` (Python source -> docstring sentence)", INTRO,
+                           splits, out_dir, seed=SEED, scale=max(1.0, len(pairs) / 2), dropped=dropped,
+                           drops_title="Definitions left out", unit=("reason", "definitions"), cap=cap)

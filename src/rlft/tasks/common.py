@@ -221,6 +221,20 @@ ZIPF_NOTE = (
 )
 
 
+def write_zipf_task(task: str, title: str, intro: str, splits: dict[str, list[Pair]], out_dir: Path, *,
+                    seed: int, scale: float, dropped: Counter, drops_title: str, unit: str,
+                    cap: int | None = None, train_cap: int | None = None, preface: str = "") -> dict[str, int]:
+    """The tail of every Zipf-counted task's build: counts, snapshot, and a datasheet with a
+    table of what was left out; returns rows per split."""
+    zipf_counts(splits, seed, scale)
+    sizes = write_snapshot(task, splits, out_dir)
+    drops = [f"## {drops_title}\n"] + ([preface] if preface else []) + [f"| {unit[0]} | {unit[1]} |", "| --- | ---: |"]
+    drops += [f"| {reason} | {n} |" for reason, n in dropped.most_common()]
+    note = ZIPF_NOTE.format(seed=seed, scale=scale, exponent=1.1, head=head_size(splits))
+    write_datasheet(out_dir, title, intro, splits, note, cap=cap, train_cap=train_cap, extra="\n".join(drops))
+    return sizes
+
+
 def head_size(splits: dict[str, list[Pair]], share: float = 0.5) -> int:
     """How many of the most frequent prompts make up ``share`` of the traffic."""
     counts = sorted((p.count for name in SPLITS for p in splits[name]), reverse=True)

@@ -12,8 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rlft.tasks.common import (ZIPF_NOTE, Pair, head_size, merge_duplicates, split_pairs, squash,
-                               write_datasheet, write_snapshot, zipf_counts)
+from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 CONTEXT_TURNS = 3
 MAX_TARGET_WORDS = 40
@@ -124,14 +123,7 @@ def build(out_dir: Path, path: Path | None = None, cap: int = 1000,
     pairs = merge_duplicates(pairs, max_refs=MAX_REFS)
     splits = split_pairs(pairs, cap=cap, train_cap=train_cap)
     kept = sum(len(s) for s in splits.values())
-    scale = max(1.0, kept / 2)
-    zipf_counts(splits, SEED, scale)
-    sizes = write_snapshot("dialogue", splits, out_dir)
-    drops = ["## Pairs\n", f"{total} (context, reply) pairs collected, {len(pairs)} distinct contexts, "
-             f"{kept} kept after the caps.\n", "| left out | pairs |", "| --- | ---: |"]
-    drops += [f"| {reason} | {n} |" for reason, n in dropped.most_common()]
-    note = ZIPF_NOTE.format(seed=SEED, scale=scale, exponent=1.1, head=head_size(splits))
-    write_datasheet(out_dir, "Task `dialogue` (chat context -> next turn)", INTRO, splits, note,
-                    cap=cap, train_cap=train_cap,
-                    extra="\n".join(drops))
-    return sizes
+    preface = f"{total} (context, reply) pairs collected, {len(pairs)} distinct contexts, {kept} kept after the caps.\n"
+    return write_zipf_task("dialogue", "Task `dialogue` (chat context -> next turn)", INTRO, splits, out_dir,
+                           seed=SEED, scale=max(1.0, kept / 2), dropped=dropped, drops_title="Pairs",
+                           unit=("left out", "pairs"), cap=cap, train_cap=train_cap, preface=preface)

@@ -15,8 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rlft.tasks.common import (ZIPF_NOTE, Pair, head_size, merge_duplicates, split_pairs, squash,
-                               write_datasheet, write_snapshot, zipf_counts)
+from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 MAN_ROOT = Path("/usr/share/man")
 MAX_WORDS = 120
@@ -266,12 +265,6 @@ def build(out_dir: Path, man_root: Path = MAN_ROOT, cap: int = 500, progress: bo
     pairs, dropped = collect(man_root, progress, cache)
     pairs = merge_duplicates(pairs)
     splits = split_pairs(pairs, cap=cap)
-    scale = max(1.0, len(pairs) / 2)
-    zipf_counts(splits, SEED, scale)
-    sizes = write_snapshot("summarization", splits, out_dir)
-    drops = ["## Pages left out\n", "| reason | pages |", "| --- | ---: |"]
-    drops += [f"| {reason} | {n} |" for reason, n in dropped.most_common()]
-    note = ZIPF_NOTE.format(seed=SEED, scale=scale, exponent=1.1, head=head_size(splits))
-    write_datasheet(out_dir, "Task `summarization` (man page DESCRIPTION -> NAME summary)", INTRO,
-                    splits, note, cap=cap, extra="\n".join(drops))
-    return sizes
+    return write_zipf_task("summarization", "Task `summarization` (man page DESCRIPTION -> NAME summary)", INTRO,
+                           splits, out_dir, seed=SEED, scale=max(1.0, len(pairs) / 2), dropped=dropped,
+                           drops_title="Pages left out", unit=("reason", "pages"), cap=cap)
