@@ -62,3 +62,20 @@ def tiny_overrides(model_dir: Path, data: dict[str, str], out: Path, **extra: ob
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory):
+    """Tiny Llama, GPT-2 and T5 policies, loaded once per test module."""
+    from rlft.config import ModelConfig
+    from rlft.models import load_policy
+    from tests.tiny import tiny_causal, tiny_seq2seq
+
+    root = tmp_path_factory.mktemp("m")
+    dirs = {"llama": tiny_causal(root), "gpt2": tiny_causal(root, arch="gpt2"), "seq2seq": tiny_seq2seq(root)}
+    return {name: load_policy(ModelConfig(name_or_path=str(path)), device="cpu") for name, path in dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def causal(policies):
+    return policies["llama"]

@@ -4,23 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tests.tiny import EOS, PAD, tiny_causal, tiny_seq2seq
+from tests.tiny import EOS, PAD
 
-from rlft.config import ModelConfig
-from rlft.models import completion_logprobs, load_policy
+from rlft.models import completion_logprobs
 from rlft.models import logprobs as logprobs_module
-
-
-@pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("m")
-    dirs = {"llama": tiny_causal(root), "gpt2": tiny_causal(root, arch="gpt2"), "seq2seq": tiny_seq2seq(root)}
-    return {name: load_policy(ModelConfig(name_or_path=str(path))) for name, path in dirs.items()}
-
-
-@pytest.fixture(scope="module")
-def causal(policies):
-    return policies["llama"]
 
 
 # Unequal prompt lengths and completions that end (EOS + padding) at different columns.

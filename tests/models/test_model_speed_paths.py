@@ -12,8 +12,7 @@ import torch
 import torch.nn.functional as F
 from tests.tiny import EOS, PAD, tiny_causal
 
-from rlft.config import ModelConfig
-from rlft.models import completion_logprobs, load_policy
+from rlft.models import completion_logprobs
 from rlft.models import loading
 from rlft.models import logprobs as logprobs_module
 from rlft.models.loading import disable_dropout, fuse_activations
@@ -44,13 +43,6 @@ def _grouped_batch():
             comp_mask[i, row.index(EOS) + 1:] = 0
     return SimpleNamespace(prompt_ids=torch.tensor(ids), prompt_mask=torch.tensor(mask),
                            completion_ids=comp, completion_mask=comp_mask)
-
-
-@pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("speed")
-    return {arch: load_policy(ModelConfig(name_or_path=str(tiny_causal(root, arch=arch))), device="cpu")
-            for arch in ("llama", "gpt2")}
 
 
 def _logprobs_and_grads(model, batch, weights, **kwargs):

@@ -6,21 +6,13 @@ token into spare room; patching it to a no-op gives the stock cache, which is th
 
 import pytest
 import torch
-from tests.tiny import EOS, PAD, tiny_causal
+from tests.tiny import EOS, PAD
 
-from rlft.config import ModelConfig
-from rlft.models import completion_logprobs, load_policy
+from rlft.models import completion_logprobs
 from rlft.rollout import PlainSampler
 from rlft.rollout import plain
 
 PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
-
-
-@pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache")
-    return {arch: load_policy(ModelConfig(name_or_path=str(tiny_causal(root, arch=arch))), device="cpu")
-            for arch in ("llama", "gpt2")}
 
 
 def _layer_pair(reserve):

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tests.tiny import BOS, EOS, PAD, tiny_causal, tiny_seq2seq
+from tests.tiny import BOS, EOS, PAD
 
 from rlft.config import ModelConfig
 from rlft.errors import RlftError
@@ -11,18 +11,6 @@ from rlft.rollout import ENGINES, PlainSampler, build_sampler
 from rlft.rollout.plain import _nucleus, choose, cut_at_eos
 
 PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning"]
-
-
-@pytest.fixture(scope="module")
-def policies(tmp_path_factory):
-    root = tmp_path_factory.mktemp("m")
-    dirs = {"llama": tiny_causal(root), "gpt2": tiny_causal(root, arch="gpt2"), "seq2seq": tiny_seq2seq(root)}
-    return {name: load_policy(ModelConfig(name_or_path=str(path))) for name, path in dirs.items()}
-
-
-@pytest.fixture(scope="module")
-def causal(policies):
-    return policies["llama"]
 
 
 @pytest.fixture(scope="module")
