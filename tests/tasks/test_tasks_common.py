@@ -75,3 +75,18 @@ def test_snapshot_is_byte_stable_and_round_trips(tmp_path):
     rows = [r for name in splits for r in read_snapshot(tmp_path / "a" / f"{name}.jsonl.gz")]
     special = next(r for r in rows if r["prompt"] == "héllo 你好")
     assert special["references"] == ["x", "y"] and special["count"] == 3 and special["meta"] == {"k": 1}
+
+
+def test_group_split_keeps_each_group_in_one_split_and_caps_whole_groups():
+    pairs = [Pair(f"conv{c} turn{t}", ["r"], 1, {"conversation": f"conv{c}"}) for c in range(300) for t in range(5)]
+    group = lambda p: p.meta["conversation"]  # noqa: E731
+    for cap in (None, 12, 13):
+        splits = split_pairs(pairs, cap=cap, group=group)
+        where = {}
+        for name, rows in splits.items():
+            for row in rows:
+                assert where.setdefault(group(row), name) == name
+        assert sum(len(rows) for rows in splits.values()) == len(pairs)
+        if cap:  # 5 turns per conversation: a cap of 12 or 13 keeps two whole conversations
+            assert len(splits["test"]) == len(splits["validation"]) == 10
+    assert split_pairs(pairs, group=group) == split_pairs(list(reversed(pairs)), group=group)

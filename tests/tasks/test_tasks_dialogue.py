@@ -49,3 +49,19 @@ def test_build_merges_openers_and_caps_train(tmp_path):
     rows = [r for s in SPLITS for r in read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")]
     assert len({r["prompt"] for r in rows}) == len(rows) == sum(sizes.values())
     assert all(r["count"] >= 1 for r in rows)
+
+
+def test_split_by_conversation_keeps_held_out_replies_out_of_train_contexts(tmp_path):
+    data = {f"conv{i}": {"messages": [msg(f"open {i}"), msg(f"second {i}"), msg(f"third {i}"), msg(f"fourth {i}")]}
+            for i in range(400)}
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(data))
+    build(tmp_path / "out", path=path, cap=1000)
+    rows = {s: list(read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")) for s in SPLITS}
+    assert rows["test"] and rows["validation"]
+    train_turns = {line[3:] for r in rows["train"] for line in r["prompt"].splitlines()}
+    for name in ("validation", "test"):
+        for row in rows[name]:
+            assert row["references"][0] not in train_turns
+    sheet = (tmp_path / "out" / "DATASHEET.md").read_text()
+    assert "0 of" in sheet and "by conversation" in sheet

@@ -17,7 +17,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 SPLITS = ("train", "validation", "test")
 
@@ -65,23 +65,31 @@ def merge_duplicates(pairs: Iterable[Pair], max_refs: int | None = None) -> list
 
 
 def split_pairs(pairs: list[Pair], test_fraction: float = 0.05, validation_fraction: float = 0.05,
-                cap: int | None = None, train_cap: int | None = None) -> dict[str, list[Pair]]:
-    """Deterministic split by the sha256 of the prompt.
+                cap: int | None = None, train_cap: int | None = None,
+                group: Callable[[Pair], str] | None = None) -> dict[str, list[Pair]]:
+    """Deterministic split by the sha256 of the prompt (or of its ``group`` key).
 
-    A prompt whose hash h falls in [0, test) goes to test, [test, test+validation) to
-    validation, the rest to train. ``cap`` keeps at most that many validation/test rows
-    (the lowest hashes); the overflow joins train, so nothing is lost and the splits stay
-    disjoint. ``train_cap`` subsamples train to its lowest hashes (a salted hash, so the
-    subsample is not correlated with the split boundary). Each split is sorted by hash.
-    Prompts must already be unique (``merge_duplicates``).
+    A pair whose hash h falls in [0, test) goes to test, [test, test+validation) to
+    validation, the rest to train. ``group`` maps a pair to a key (a conversation id) that is
+    hashed instead of the prompt, so all pairs of one group land in one split: a dialogue turn
+    that is a test reply then never appears in a train prompt's context. ``cap`` keeps at most
+    that many validation/test rows (the lowest hashes, whole groups only); the overflow joins
+    train, so nothing is lost and the splits stay disjoint. ``train_cap`` subsamples train to
+    its lowest hashes (a salted hash, so the subsample is not correlated with the split
+    boundary). Each split is sorted by hash. Prompts must already be unique
+    (``merge_duplicates``).
     """
     prompts = [p.prompt for p in pairs]
     if len(set(prompts)) != len(prompts):
         raise ValueError("split_pairs: prompts must be unique; call merge_duplicates first")
-    keyed = sorted(pairs, key=lambda p: unit_hash(p.prompt))
+    key = group or (lambda p: p.prompt)
+
+    def order(pair: Pair) -> tuple[float, float]:
+        return unit_hash(key(pair)), unit_hash(pair.prompt)
+
     out: dict[str, list[Pair]] = {name: [] for name in SPLITS}
-    for pair in keyed:
-        h = unit_hash(pair.prompt)
+    for pair in sorted(pairs, key=order):
+        h = unit_hash(key(pair))
         if h < test_fraction:
             out["test"].append(pair)
         elif h < test_fraction + validation_fraction:
@@ -90,12 +98,16 @@ def split_pairs(pairs: list[Pair], test_fraction: float = 0.05, validation_fract
             out["train"].append(pair)
     if cap is not None:
         for name in ("validation", "test"):
-            out["train"].extend(out[name][cap:])
-            out[name] = out[name][:cap]
-    out["train"].sort(key=lambda p: unit_hash(p.prompt))
+            rows = out[name]
+            cut = min(cap, len(rows))
+            while 0 < cut < len(rows) and key(rows[cut - 1]) == key(rows[cut]):
+                cut -= 1  # never cut through a group
+            out["train"].extend(rows[cut:])
+            out[name] = rows[:cut]
+    out["train"].sort(key=order)
     if train_cap is not None and len(out["train"]) > train_cap:
         kept = sorted(out["train"], key=lambda p: unit_hash(p.prompt, "train-subsample:"))[:train_cap]
-        out["train"] = sorted(kept, key=lambda p: unit_hash(p.prompt))
+        out["train"] = sorted(kept, key=order)
     return out
 
 

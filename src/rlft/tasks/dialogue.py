@@ -110,9 +110,22 @@ Licence: MIT (the package's licence).
    left out.
 4. Duplicate contexts (mostly openers such as "A: Hi") are merged; their replies become
    several references, the {MAX_REFS} most frequent kept.
-5. Validation and test are capped at 1,000 prompts each (lowest hash); train is subsampled to
-   {TRAIN_CAP:,} prompts by a second, salted sha256 of the prompt, to keep the package small.
+5. Splits are by conversation (the sha256 of its id), not by prompt: every pair of a
+   conversation lands in one split, so a held-out reply never reappears as context in a train
+   prompt (a merged context belongs to the conversation it first came from). Validation and test
+   are capped at 1,000 prompts each (the lowest hashes, whole conversations only); train is
+   subsampled to {TRAIN_CAP:,} prompts by a second, salted sha256 of the prompt, to keep the
+   package small.
 """
+
+
+def held_out_replies_in_train(splits: dict[str, list[Pair]]) -> dict[str, int]:
+    """Per held-out split: how many of its prompts have a reference that is a whole turn of some
+    train prompt's context (the leak a split by prompt causes; by conversation it is left only
+    for generic turns shared across conversations, such as "Hi")."""
+    turns = {line.split(": ", 1)[-1] for pair in splits["train"] for line in pair.prompt.splitlines()}
+    return {name: sum(any(ref in turns for ref in pair.references) for pair in splits[name])
+            for name in ("validation", "test")}
 
 
 def build(out_dir: Path, path: Path | None = None, cap: int = 1000,
@@ -121,9 +134,13 @@ def build(out_dir: Path, path: Path | None = None, cap: int = 1000,
     pairs, dropped = collect(path)
     total = len(pairs)
     pairs = merge_duplicates(pairs, max_refs=MAX_REFS)
-    splits = split_pairs(pairs, cap=cap, train_cap=train_cap)
+    splits = split_pairs(pairs, cap=cap, train_cap=train_cap, group=lambda p: p.meta["conversation"])
     kept = sum(len(s) for s in splits.values())
-    preface = f"{total} (context, reply) pairs collected, {len(pairs)} distinct contexts, {kept} kept after the caps.\n"
+    leaks = held_out_replies_in_train(splits)
+    preface = (f"{total} (context, reply) pairs collected, {len(pairs)} distinct contexts, {kept} kept after the caps. "
+               f"Held-out prompts with a reference that is also a whole context turn of a train prompt "
+               f"(generic turns such as greetings): {leaks['validation']} of {len(splits['validation'])} "
+               f"validation, {leaks['test']} of {len(splits['test'])} test.\n")
     return write_zipf_task("dialogue", "Task `dialogue` (chat context -> next turn)", INTRO, splits, out_dir,
                            seed=SEED, scale=max(1.0, kept / 2), dropped=dropped, drops_title="Pairs",
                            unit=("left out", "pairs"), cap=cap, train_cap=train_cap, preface=preface)
