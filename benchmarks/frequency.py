@@ -64,7 +64,7 @@ def groups(before: dict[str, Any], after: dict[str, Any], seed: int, head_share:
     from rlft.eval.bootstrap import paired_bootstrap
     from rlft.report.table import bucket_groups
 
-    from rlft.data.frequency import assign_buckets
+    from rlft.data.buckets import assign_buckets
 
     # Buckets from the counts with rlft's current rule (not the ones stored with a cached
     # evaluation, which may predate a change of the rule), over the evaluated rows.

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-
+import pytest
 
 from rlft.cli import main
 from tests.conftest import tiny_overrides
@@ -23,6 +23,13 @@ def test_help_is_cheap_and_lists_settings():
             "print(heavy); print('algo.kl_coef' in buf.getvalue())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]" and out[1] == "True"
+
+
+def test_pretrain_help_lists_the_pretrain_settings_not_the_rl_ones(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert "pretrain_minutes=" in out and "vocab_size=" in out and "algo.kl_coef" not in out
 
 
 def test_train_eval_generate_from_the_command_line(tmp_path, tiny_causal_dir, tiny_dataset, capsys):

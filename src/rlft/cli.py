@@ -34,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in COMMANDS.items():
+        if name == "pretrain":  # its own settings, not the RL run's
+            from rlft.pretrain.config import PretrainConfig
+
+            p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter,
+                               epilog="pretrain settings (key=value):\n" + help_text(PretrainConfig))
+            p.add_argument("args", nargs="*", metavar="[key=value ...]", help="overrides of the pretrain settings")
+            continue
         p = sub.add_parser(name, help=text, description=text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",

@@ -14,7 +14,7 @@ from rlft.config import OptimConfig
 from rlft.errors import RlftError
 from rlft.training import checkpoint as ckpt_mod
 from rlft.training.checkpoint import (COMPLETE, export_final, latest_checkpoint, load_checkpoint,
-                                   prune_checkpoints, save_checkpoint)
+                                   prune_checkpoints, resume_latest, save_checkpoint)
 from rlft.training.optim import build_optimizer, build_scheduler
 
 OPTIM = OptimConfig(lr=1e-2, weight_decay=0.1, warmup_steps=2, schedule="cosine")
@@ -197,6 +197,43 @@ def test_latest_skips_incomplete_and_orders_by_step_number(tmp_path):
         load_checkpoint(broken, model=model, optimizer=opt, scheduler=sched)
     with pytest.raises(RlftError, match="latest_checkpoint"):
         load_checkpoint(tmp_path, model=model, optimizer=opt, scheduler=sched)
+
+
+class Tally:
+    """Stands for the loop's stateful helpers (prompt sampler, tail guard): state_dict in, load_state_dict out."""
+
+    def __init__(self, n: int = 0):
+        self.n = n
+
+    def state_dict(self):
+        return {"n": self.n}
+
+    def load_state_dict(self, state):
+        self.n = state["n"]
+
+
+def test_resume_latest_restores_the_newest_checkpoint_into_the_loop(tmp_path):
+    model2, opt2, sched2 = fresh()
+    gen2 = torch.Generator().manual_seed(99)
+    state, tally2 = {"skipped": 0, "algo": {}}, Tally()
+    assert resume_latest(tmp_path, model=model2, optimizer=opt2, scheduler=sched2, generators={"order": gen2},
+                         state=state, stateful={"tally": tally2}) is None  # nothing saved: a fresh start
+    assert state == {"skipped": 0, "algo": {}} and tally2.n == 0
+
+    model, opt, sched = trained()
+    gen = torch.Generator().manual_seed(3)
+    save(tmp_path, 2, model, opt, sched, state={"skipped": 9}, generators={"order": gen}, extra={"tally": {"n": 1}})
+    save(tmp_path, 4, model, opt, sched, state={"skipped": 1, "best": 0.5}, generators={"order": gen},
+         extra={"tally": Tally(5).state_dict()})
+    expected = torch.rand(2, generator=gen)
+    step = resume_latest(tmp_path, model=model2, optimizer=opt2, scheduler=sched2, generators={"order": gen2},
+                         state=state, stateful={"tally": tally2})
+    assert step == 4  # the newest checkpoint, not the first
+    assert state == {"skipped": 1, "best": 0.5, "algo": {}}  # saved entries win, the others stay
+    assert tally2.n == 5
+    assert torch.equal(torch.rand(2, generator=gen2), expected)
+    assert torch.equal(model2.transformer.wte.weight, model.transformer.wte.weight)
+    assert sched2.last_epoch == sched.last_epoch == 2
 
 
 def test_prune_keeps_newest(tmp_path):

@@ -206,7 +206,7 @@ def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: 
     match exactly, or after ``normalize_prompt`` (whitespace, case, digits) with ``normalize``.
     Memory grows with unique prompts only, so a traffic log larger than memory streams through.
     """
-    from rlft.data.frequency import normalize_prompt
+    from rlft.data.counting import normalize_prompt
 
     base = os.path.basename(source.rstrip("/\\")) or source
     merged: dict[str, dict[str, Any]] = {}

@@ -95,7 +95,7 @@ def evaluate(
                     for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
     }
     if freq_buckets:
-        from rlft.data.frequency import assign_buckets, stratified_scores
+        from rlft.data.buckets import assign_buckets, stratified_scores
 
         counts = [ex.count for ex in examples]
         buckets = assign_buckets(counts, config.frequency.head_share, config.frequency.torso_share)

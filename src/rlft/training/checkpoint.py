@@ -313,3 +313,23 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None, optimize
         if saved.get("extra") is not None:
             state["extra"] = saved["extra"]
     return state
+
+
+def resume_latest(run_dir: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                  generators: dict[str, torch.Generator], state: dict[str, Any],
+                  stateful: dict[str, Any] | None = None) -> int | None:
+    """Continue a run from its newest complete checkpoint: the step to go on after, or None if there is none.
+
+    Restores the weights, optimizer, scheduler and RNG states (``generators`` included) in place,
+    merges the loop state saved as ``state['state']`` into ``state``, and loads each
+    ``stateful[name]`` (an object with ``load_state_dict``) from the ``extra[name]`` that
+    ``save_checkpoint`` wrote. One routine for the RL and SFT loops, so their resumes cannot drift.
+    """
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        return None
+    loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, generators=generators)
+    state.update(loaded.get("state", {}))
+    for name, obj in (stateful or {}).items():
+        obj.load_state_dict(loaded["extra"][name])
+    return loaded["step"]

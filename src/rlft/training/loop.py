@@ -39,23 +39,19 @@ def train(config: Config, parts: Any = None) -> RunResult:
     data, reward and sampler then come from ``parts`` and every other setting from ``config``.
     """
     from rlft.algorithms import ALGORITHMS, rl_loss
-    from rlft.data.frequency import PromptSampler, TailGuard, apply_tail_boost, assign_buckets, traffic_weights
+    from rlft.data.buckets import TailGuard, apply_tail_boost, assign_buckets
+    from rlft.data.sampling import PromptSampler, traffic_weights
     from rlft.eval.evaluate import evaluate, log_summary
     from rlft.models.loading import disable_dropout, load_reference
     from rlft.models.logprobs import completion_logprobs
     from rlft.rewards import score
-    from rlft.training.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+    from rlft.training.checkpoint import export_final, prune_checkpoints, resume_latest, save_checkpoint
     from rlft.training.metrics import MetricsLogger, save_resolved_config
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
-    from rlft.training.runtime import seed_everything
-    from rlft.training.setup import apply_task_defaults, build_parts, config_dict, render
+    from rlft.training.setup import config_dict, prepare_parts, render
 
-    seed_everything(config.run.seed)
-    if parts is None:
-        parts = build_parts(config)
-    else:
-        parts.config = apply_task_defaults(config)
+    parts = prepare_parts(config, parts)
     config = parts.config  # task defaults applied
     run, ro, algo_cfg = config.run, config.rollout, config.algo
     algo = ALGORITHMS[algo_cfg.name]
@@ -90,17 +86,12 @@ def train(config: Config, parts: Any = None) -> RunResult:
     gen = torch.Generator().manual_seed(run.seed + 1)
     state: dict[str, Any] = {"algo": {}, "skipped": 0, "consecutive_skips": 0}
 
-    start_step = 0
-    ckpt = latest_checkpoint(run_dir) if run.resume else None
-    if ckpt is not None:
-        loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                                 generators={"rollout": gen})
-        start_step = loaded["step"]
-        state.update(loaded.get("state", {}))
-        prompt_sampler.load_state_dict(loaded["extra"]["prompt_sampler"])
-        guard.load_state_dict(loaded["extra"]["tail_guard"])
+    stateful = {"prompt_sampler": prompt_sampler, "tail_guard": guard}  # saved in, and resumed from, 'extra'
+    resumed = resume_latest(run_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                            generators={"rollout": gen}, state=state, stateful=stateful) if run.resume else None
+    start_step = resumed or 0
     save_resolved_config(run_dir, config_dict(config))
-    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=start_step if ckpt else None)
+    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=resumed)
     result = RunResult(run_dir, start_step, None)
 
     def run_eval(step: int) -> None:
@@ -186,8 +177,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
             save_checkpoint(run_dir, step, model=model, tokenizer=policy.tokenizer, optimizer=optimizer,
                             scheduler=scheduler, state={
                                 "state": _jsonable(state), "generators": {"rollout": gen},
-                                "extra": {"prompt_sampler": prompt_sampler.state_dict(),
-                                          "tail_guard": guard.state_dict()}})
+                                "extra": {name: obj.state_dict() for name, obj in stateful.items()}})
             prune_checkpoints(run_dir, run.keep_checkpoints)
     progress.close()
     result.final_dir = export_final(run_dir, model, policy.tokenizer)

@@ -85,6 +85,18 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast, max_prompt)
 
 
+def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
+    """Seed every RNG from ``run.seed``, then build the parts, or reuse ``parts`` (its loaded model,
+    data, reward and sampler) with every other setting taken from ``config``, task defaults applied."""
+    from rlft.training.runtime import seed_everything
+
+    seed_everything(config.run.seed)  # before building, so model init and data shuffles repeat
+    if parts is None:
+        return build_parts(config)
+    parts.config = apply_task_defaults(config)
+    return parts
+
+
 def _prompt_budget(config: Config, policy: Any) -> int:
     """Longest prompt that still leaves room for the completion in the model's context window."""
     import warnings

@@ -50,20 +50,15 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     (last step) and ``run_dir/best`` (best validation metric)."""
     from rlft.eval.evaluate import evaluate, log_summary
     from rlft.models.logprobs import completion_logprobs
-    from rlft.training.checkpoint import export_final, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+    from rlft.training.checkpoint import export_final, prune_checkpoints, resume_latest, save_checkpoint
     from rlft.training.metrics import MetricsLogger, save_resolved_config
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
-    from rlft.training.runtime import seed_everything
-    from rlft.training.setup import apply_task_defaults, build_parts, config_dict, render
+    from rlft.training.setup import config_dict, prepare_parts, render
     from pathlib import Path
 
-    seed_everything(config.run.seed)
-    if parts is None:
-        parts = build_parts(config)
-    else:  # reuse the loaded model and data; every other setting comes from `config`
-        parts.config = apply_task_defaults(config)
-    config, policy, model = parts.config, parts.policy, parts.policy.model
+    parts = prepare_parts(config, parts)
+    config, policy, model = parts.config, parts.policy, parts.policy.model  # task defaults applied
     run = config.run
     items = [(ex, ref) for ex in parts.splits["train"] for ref in ex.references]
     val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
@@ -75,15 +70,11 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     scheduler = build_scheduler(optimizer, config.optim, total)
     order_gen = torch.Generator().manual_seed(run.seed)
     state: dict[str, Any] = {"best_metric": None, "best_step": None}
-    start = 0
-    ckpt = latest_checkpoint(run_dir) if run.resume else None
-    if ckpt is not None:
-        loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
-                                 generators={"order": order_gen})
-        start = loaded["step"]
-        state.update(loaded.get("state", {}))
+    resumed = resume_latest(run_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+                            generators={"order": order_gen}, state=state) if run.resume else None
+    start = resumed or 0
     save_resolved_config(run_dir, config_dict(config))
-    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=start if ckpt else None)
+    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=resumed)
     result = RunResult(run_dir, start, None)
     # The data order is a function of (seed, epoch) only, so a resumed run sees the same batches.
     perms: dict[int, torch.Tensor] = {}
