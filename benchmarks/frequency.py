@@ -171,6 +171,10 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             "head_ci_excludes_0": bool(head and head["low"] > 0),
             "tail_within_0.5_of_sft": None if tail is None else bool(tail["delta"] >= -0.5),
         }
+        seen = (e.get("replay") or {}).get("vs_uniform") or {}
+        if seen:  # the recurring head: the same comparison on the most frequent training prompts
+            tw = seen["traffic_weighted"]
+            targets[name] |= {"beats_uniform_on_seen_head": bool(tw["delta"] > 0), "seen_head_ci_excludes_0": bool(tw["low"] > 0)}
     return {"task": task, "date": common.utc_now(), "wall_s": round(time.perf_counter() - t_task, 1),
             "test_rows": len(sft_test["ids"]), "select_rows": len(sft_sel["ids"]), "rl": rl,
             "budget": {"steps": args.rl_steps, "prompts_per_step": args.prompts, "group_size": args.group,
@@ -240,7 +244,9 @@ def markdown(data: dict[str, Any]) -> str:
         for name, t in e["targets"].items():
             lines.append(f"- {name}: beats uniform on traffic-weighted: {t['beats_uniform_traffic_weighted']} "
                          f"(CI excludes 0: {t['traffic_weighted_ci_excludes_0']}); on head: {t['beats_uniform_head']} "
-                         f"(CI excludes 0: {t['head_ci_excludes_0']}); tail within 0.5 of SFT: {t['tail_within_0.5_of_sft']}")
+                         f"(CI excludes 0: {t['head_ci_excludes_0']}); tail within 0.5 of SFT: {t['tail_within_0.5_of_sft']}"
+                         + (f"; beats uniform on the seen head (traffic-weighted): {t['beats_uniform_on_seen_head']} "
+                            f"(CI excludes 0: {t['seen_head_ci_excludes_0']})" if "beats_uniform_on_seen_head" in t else ""))
         lines.append("")
     return "\n".join(lines) + "\n"
 
