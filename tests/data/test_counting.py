@@ -1,7 +1,5 @@
 """Counting a traffic log: merging repeats, normalization, counts and weights, row errors, streaming."""
 
-import time
-
 import pytest
 
 from rlft.data.counting import PromptCounter, count_prompts, normalize_prompt
@@ -115,11 +113,9 @@ def test_streaming_log_keeps_one_entry_per_unique_prompt():
             yield i + 1, {"prompt": f"question {i % 50}", "reference": f"answer {i % 50}"}
 
     counter = PromptCounter()
-    start = time.perf_counter()
     for line, row in log():
         counter.add(line, row)
     assert len(counter) == 50 and consumed == 200_000
     examples = counter.examples()
-    assert time.perf_counter() - start < 30  # about 1-2 s; a per-row scan of the entries would be far slower
     assert [e.count for e in examples] == [4000.0] * 50
     assert examples[0].references == ("answer 0",)
