@@ -191,7 +191,8 @@ def rl_settings(candidate: dict[str, Any], *, steps: int, prompts: int, group: i
             "algo.kl_coef": candidate.get("kl_coef", 0.0), "frequency.alpha": candidate.get("alpha", 0.0),
             "frequency.floor": candidate.get("floor", 0.0), "run.steps": steps,
             "rollout.prompts_per_step": prompts, "rollout.group_size": group, "run.eval_every": 0,
-            "run.save_every": 0, "eval.max_examples": 0, "run.keep_checkpoints": 1}
+            "run.save_every": 0, "eval.max_examples": 0, "run.keep_checkpoints": 1,
+            **({"reward.spec": candidate["reward"]} if candidate.get("reward") else {})}
 
 
 def rl_run(task: str, start_model: str, out_dir: Path, candidate: dict[str, Any], *, steps: int, prompts: int,

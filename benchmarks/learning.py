@@ -21,6 +21,7 @@ and learning.md. Run directories and cached evaluations go under ``--work``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -38,11 +39,15 @@ TEST_ROWS = {"translation": 0, "summarization": 0, "dialogue": 300, "code_summar
 
 
 def parse_grid(text: str) -> list[dict[str, Any]]:
-    """'scst:3e-5:1.0:0,rloo:3e-5:0.7:0.02' -> candidates (algo, lr, temperature, kl_coef)."""
+    """'scst:3e-5:1.0:0,rloo:3e-5:0.7:0.02' -> candidates (algo, lr, temperature, kl_coef), each with
+    an optional fifth field: a reward spec that replaces the task's ('rloo:1e-4:0.7:0:0.8*chrf + 0.2*length_penalty')."""
     out = []
     for item in text.split(","):
-        algo, lr, temperature, kl = item.strip().split(":")
-        out.append({"algo": algo, "lr": float(lr), "temperature": float(temperature), "kl_coef": float(kl)})
+        algo, lr, temperature, kl, *reward = item.strip().split(":", 4)
+        cand = {"algo": algo, "lr": float(lr), "temperature": float(temperature), "kl_coef": float(kl)}
+        if reward:
+            cand["reward"] = reward[0].strip()
+        out.append(cand)
     return out
 
 
@@ -50,6 +55,8 @@ def cand_name(c: dict[str, Any]) -> str:
     name = f"{c['algo']}-lr{c['lr']:g}-t{c['temperature']:g}-kl{c.get('kl_coef', 0):g}"
     if c.get("alpha"):
         name += f"-a{c['alpha']:g}-f{c.get('floor', 0):g}"
+    if c.get("reward"):  # the spec itself is not a file name: a short hash of it
+        name += "-r" + hashlib.sha256(c["reward"].encode()).hexdigest()[:6]
     return name
 
 
