@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the bundled base model (src/rlft/assets/base-model) in the background; about 40 minutes
+# Build the bundled base model (src/rlft/assets/base-model) in the background; about 76 minutes
 # on 2 CPU cores. Extra arguments are `rlft pretrain` overrides (key=value).
 #   scripts/pretrain.sh                      # the bundled model
 #   scripts/pretrain.sh pretrain_minutes=5   # a quicker, weaker one
