@@ -176,6 +176,31 @@ def sft_with_patience(task: str, model: str, out_dir: Path, *, base_val: float, 
     return out
 
 
+def task_scope(task: str, args: Any, default_test_rows: dict[str, int]) -> Any:
+    """What both benchmarks derive per task from their shared arguments: the run directory, the
+    evaluation cache, the run keywords, the test-row count and the validation/test row selectors."""
+    from types import SimpleNamespace
+
+    test_n = args.test_rows if args.test_rows is not None else default_test_rows[task]
+    return SimpleNamespace(
+        work=Path(args.work), evals=Path(args.work) / "evals" / task, test_n=test_n,
+        kw={"threads": args.threads, "precision": args.precision, "seed": args.seed},
+        val_rows=lambda splits: splits["validation"][: args.val_rows],
+        test_rows=lambda splits: splits["test"][: test_n or None])
+
+
+def sft_start(task: str, args: Any, scope: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The start both benchmarks share (the same run directory): the base model's validation
+    evaluation, then SFT from it until validation stops improving."""
+    base_val = eval_model(task, args.model, scope.val_rows, cache=scope.evals / f"base-val{args.val_rows}.json",
+                          tag="base-val", split="validation", **scope.kw)
+    sft_info = sft_with_patience(task, args.model, scope.work / "sft" / task, base_val=base_val["metric"],
+                                 val_n=args.val_rows, eval_every=args.sft_eval_every, patience=args.patience,
+                                 max_steps=args.sft_max_steps, max_minutes=args.sft_minutes, lr=args.sft_lr,
+                                 batch_size=args.sft_batch, **scope.kw)
+    return base_val, sft_info
+
+
 def _with_steps(config: Any, steps: int) -> Any:
     from rlft.config import with_overrides
 

@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_with_patience, summary  # noqa: E402
+from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
 from learning import TEST_ROWS, cand_name, parse_grid  # noqa: E402
 
 TASKS = ("translation", "summarization", "code_summary", "dialogue")
@@ -97,13 +97,9 @@ def _ci(r: Any) -> dict[str, Any]:
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(args.work)
-    kw = {"threads": args.threads, "precision": args.precision, "seed": args.seed}
-    evals = work / "evals" / task
+    scope = task_scope(task, args, TEST_ROWS)
+    work, evals, kw, test_n, test_rows = scope.work, scope.evals, scope.kw, scope.test_n, scope.test_rows
     t_task = time.perf_counter()
-    test_n = args.test_rows if args.test_rows is not None else TEST_ROWS[task]
-    val_rows = lambda splits: splits["validation"][: args.val_rows]  # noqa: E731
-    test_rows = lambda splits: splits["test"][: test_n or None]  # noqa: E731
     select_n = args.select_rows if args.select_rows is not None else SELECT_ROWS[task]
     sel_rows = lambda splits: splits["validation"][: select_n or None]  # noqa: E731
     # Seen prompts: the most frequent TRAINING prompts. Not held out (SFT and RL trained on them),
@@ -111,12 +107,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     replay_rows = lambda splits: sorted(splits["train"], key=lambda ex: -ex.count)[: args.replay_rows]  # noqa: E731
 
     # 1. the start: SFT until validation stops improving (shared with learning.py)
-    base_val = eval_model(task, args.model, val_rows, cache=evals / f"base-val{args.val_rows}.json",
-                          tag="base-val", split="validation", **kw)
-    sft_info = sft_with_patience(task, args.model, work / "sft" / task, base_val=base_val["metric"],
-                                 val_n=args.val_rows, eval_every=args.sft_eval_every, patience=args.patience,
-                                 max_steps=args.sft_max_steps, max_minutes=args.sft_minutes, lr=args.sft_lr,
-                                 batch_size=args.sft_batch, **kw)
+    _, sft_info = sft_start(task, args, scope)
     sft_dir = sft_info["best_dir"]
     sft_test = eval_model(task, sft_dir, test_rows, cache=evals / f"sft-test{test_n}.json",
                           tag="sft-test", split="test", **kw)

@@ -30,7 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_with_patience, summary  # noqa: E402
+from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
 
 TASKS = ("translation", "summarization", "dialogue", "code_summary")
 # Held-out rows scored per task (first N of the split, which is in sha256 order, i.e. a random
@@ -61,24 +61,15 @@ def cand_name(c: dict[str, Any]) -> str:
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    work = Path(args.work)
-    kw = {"threads": args.threads, "precision": args.precision, "seed": args.seed}
-    evals = work / "evals" / task
+    scope = task_scope(task, args, TEST_ROWS)
+    work, evals, kw, test_n = scope.work, scope.evals, scope.kw, scope.test_n
+    val_rows, test_rows = scope.val_rows, scope.test_rows
     t_task = time.perf_counter()
-    test_n = args.test_rows if args.test_rows is not None else TEST_ROWS[task]
-    val_rows = lambda splits: splits["validation"][: args.val_rows]  # noqa: E731
-    test_rows = lambda splits: splits["test"][: test_n or None]  # noqa: E731
 
-    # 1. base model
-    base_val = eval_model(task, args.model, val_rows, cache=evals / f"base-val{args.val_rows}.json",
-                          tag="base-val", split="validation", **kw)
+    # 1. base model, 2. SFT until validation stops improving
+    base_val, sft_info = sft_start(task, args, scope)
     base_test = eval_model(task, args.model, test_rows, cache=evals / f"base-test{test_n}.json",
                            tag="base-test", split="test", **kw)
-    # 2. SFT until validation stops improving
-    sft_info = sft_with_patience(task, args.model, work / "sft" / task, base_val=base_val["metric"],
-                                 val_n=args.val_rows, eval_every=args.sft_eval_every, patience=args.patience,
-                                 max_steps=args.sft_max_steps, max_minutes=args.sft_minutes, lr=args.sft_lr,
-                                 batch_size=args.sft_batch, **kw)
     sft_dir = sft_info["best_dir"]
     if sft_dir == args.model:  # no SFT checkpoint beat the base model on validation
         sft_val, sft_test = base_val, base_test
@@ -129,6 +120,11 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _entries(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The tasks with results, in TASKS order."""
+    return [(task, data["tasks"][task]) for task in TASKS if data["tasks"].get(task)]
+
+
 def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
     lines = ["# Learning: SFT vs SFT+RL (held-out test split)", "",
@@ -138,10 +134,7 @@ def markdown(data: dict[str, Any]) -> str:
              "95% intervals of the mean per-example difference (1000 resamples); * = excludes 0.", "",
              "| task | test n | metric | base | SFT | SFT+RL | SFT-base [95% CI] | RL-SFT [95% CI] | target met |",
              "|---|---:|---|---:|---:|---:|---|---|---|"]
-    for task in TASKS:
-        e = data["tasks"].get(task)
-        if not e:
-            continue
+    for task, e in _entries(data):
         b, s, r = e["base"]["test"], e["sft"]["test"], e["rl"]["test"]
         lines.append(f"| {task} | {e['test_rows']} | {b['metric_name']} | {num(b['metric'])} | {num(s['metric'])} | "
                      f"{num(r['metric'])} | {fmt_ci(e['sft_minus_base'].get('metric'))} | "
@@ -151,10 +144,7 @@ def markdown(data: dict[str, Any]) -> str:
               "(tokens):", "",
               "| task | second | base | SFT | SFT+RL | RL-SFT [95% CI] | trunc base/SFT/RL | length base/SFT/RL |",
               "|---|---|---:|---:|---:|---|---|---|"]
-    for task in TASKS:
-        e = data["tasks"].get(task)
-        if not e:
-            continue
+    for task, e in _entries(data):
         b, s, r = e["base"]["test"], e["sft"]["test"], e["rl"]["test"]
         lines.append(f"| {task} | {b['second_metric_name']} | {num(b['second_metric'])} | {num(s['second_metric'])} | "
                      f"{num(r['second_metric'])} | {fmt_ci(e['rl_minus_sft'].get('second_metric'))} | "
@@ -163,10 +153,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "SFT (early stopping on validation) and RL (chosen on validation):", "",
               "| task | SFT steps run / best step | SFT stop | SFT lr, batch | SFT wall s | RL chosen | budget steps x B x G | "
               "RL wall s | task wall s |", "|---|---|---|---|---:|---|---|---:|---:|"]
-    for task in TASKS:
-        e = data["tasks"].get(task)
-        if not e:
-            continue
+    for task, e in _entries(data):
         s, r = e["sft"], e["rl"]
         bud = r["budget"]
         lines.append(f"| {task} | {s['steps_run']} / {s['best_step']} | {s['stopped_by']} | {s['lr']:g}, "
@@ -175,10 +162,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "Candidates tried (validation only; the test split was not looked at to choose):", "",
               "| task | candidate | val metric | val RL-SFT [95% CI] | val second | train reward first->last | wall s |",
               "|---|---|---:|---|---:|---|---:|"]
-    for task in TASKS:
-        e = data["tasks"].get(task)
-        if not e:
-            continue
+    for task, e in _entries(data):
         for c in e["candidates"]:
             lines.append(f"| {task} | {c['name']} | {num(c['val']['metric'])} | {fmt_ci(c['val_vs_sft'].get('metric'))} | "
                          f"{num(c['val']['second_metric'])} | {num(c['reward_first'], 3)} -> {num(c['reward_last'], 3)} | "
