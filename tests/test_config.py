@@ -95,3 +95,38 @@ def test_example_configs_load():
         assert cfg.run.output_dir.startswith("runs/")
         if cfg.data.task == "translation":
             assert cfg.reward.spec == "0.8*chrf + 0.2*placeholders" and cfg.data.train.endswith("train.jsonl.gz")
+
+
+def test_override_values_with_braces_stay_text():
+    # YAML would read 'Summarize: {prompt}' as a mapping; every setting is a scalar, so it is the text.
+    cfg = load_config(None, ["data.instruction=Summarize: {prompt}", "data.template={prompt}"])
+    assert cfg.data.instruction == "Summarize: {prompt}" and cfg.data.template == "{prompt}"
+
+
+def test_explicit_settings_win_over_task_defaults_even_when_equal_to_the_default(tmp_path):
+    from rlft.training.setup import apply_task_defaults
+
+    assert Config().reward.spec == "chrf" and Config().rollout.max_new_tokens == 48
+    path = tmp_path / "c.yaml"
+    path.write_text("rollout:\n  max_new_tokens: 48\n")
+    cfg = apply_task_defaults(load_config(path, ["data.task=summarization", "reward.spec=chrf"]))
+    assert cfg.reward.spec == "chrf"                 # given on the command line, equal to the default
+    assert cfg.rollout.max_new_tokens == 48          # given in the file, equal to the default
+    assert cfg.eval.metric == "rouge_l" and cfg.data.template == "Summarize: {prompt}\nSummary:"  # the task's
+    # later copies keep what was explicit; applying the task again changes nothing
+    again = apply_task_defaults(with_overrides(cfg, run={"steps": 5}))
+    assert again == with_overrides(cfg, run={"steps": 5})
+    assert apply_task_defaults(load_config(None, ["data.task=summarization"])).reward.spec == "rouge_l"
+
+
+def test_chat_template_takes_the_tasks_instruction():
+    from rlft.tasks import TASKS
+    from rlft.training.setup import apply_task_defaults
+
+    chat = apply_task_defaults(load_config(None, ["data.task=translation", "data.template=chat"]))
+    assert chat.data.template == "chat" and chat.data.instruction == TASKS["translation"].instruction
+    own = apply_task_defaults(load_config(None, ["data.task=translation", "data.template=chat",
+                                                 "data.instruction=Into Chinese: {prompt}"]))
+    assert own.data.instruction == "Into Chinese: {prompt}"
+    plain = apply_task_defaults(load_config(None, ["data.task=translation"]))
+    assert plain.data.template == TASKS["translation"].template  # base models keep the plain template

@@ -50,15 +50,29 @@ def tiny_tokenizer(kind: str):
         padding_side="left" if kind == "causal" else "right")
 
 
-def tiny_causal(tmp_path: Path, *, seed: int = 0, arch: str = "llama") -> Path:
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_chat_tokenizer():
+    """The causal tokenizer with a ChatML chat template (SmolLM2/Qwen style): turns end with
+    ``<|im_end|>``, a special token that is not its eos_token ``</s>``."""
+    tokenizer = tiny_tokenizer("causal")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = CHATML
+    return tokenizer
+
+
+def tiny_causal(tmp_path: Path, *, seed: int = 0, arch: str = "llama", chat: bool = False) -> Path:
     """A 2-layer decoder-only model with a byte-level tokenizer, saved under ``tmp_path/tiny-<arch>``.
 
     ``arch='llama'`` (GQA, rotary positions) or ``'gpt2'`` (learned absolute positions, which is
     what catches wrong position ids under left padding: rotary attention only sees differences).
+    ``chat=True``: the ChatML tokenizer of ``tiny_chat_tokenizer``, saved under ``tiny-<arch>-chat``.
     """
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = tiny_tokenizer("causal")
+    tokenizer = tiny_chat_tokenizer() if chat else tiny_tokenizer("causal")
     ids = {"pad_token_id": PAD, "bos_token_id": BOS, "eos_token_id": EOS, "tie_word_embeddings": False}
     torch.manual_seed(seed)
     if arch == "llama":
@@ -71,7 +85,7 @@ def tiny_causal(tmp_path: Path, *, seed: int = 0, arch: str = "llama") -> Path:
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     _spread_logits(model.lm_head.weight)
-    out = Path(tmp_path) / f"tiny-{arch}"
+    out = Path(tmp_path) / (f"tiny-{arch}-chat" if chat else f"tiny-{arch}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

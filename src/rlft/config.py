@@ -46,7 +46,9 @@ class DataConfig:
     references_field: str = doc("references", "Column holding a list of references; used when `reference_field` is absent.")
     id_field: str = doc("id", "Optional column with a stable example id.")
     count_field: str = doc("count", "Optional column with how often the prompt occurs in traffic (a positive integer); `weight` is read too.")
-    template: str = doc("{prompt}", "Prompt template, a Python format string with {prompt}; 'chat' uses the tokenizer's chat template.")
+    template: str = doc("{prompt}", "Prompt template, a Python format string with {prompt} and other columns of the row ({meta[page]}); 'chat' (chat/instruct models) sends `instruction` as the user turn through the tokenizer's chat template.")
+    instruction: str = doc("{prompt}", "With template 'chat': the user turn, a format string with {prompt} and other columns of the row, e.g. 'Translate to French. Reply with the translation only.\\n\\n{prompt}'. A bundled task sets its own.")
+    system_prompt: str = doc("", "With template 'chat': the system turn (plain text); empty: no system turn.")
     max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.")
     overlong: str = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
     max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.")
@@ -271,6 +273,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, (dict, list)):  # every setting is a scalar: 'Summarize: {prompt}' is text
+            value = raw
         node = nested
         parts = key.split(".")
         for part in parts[:-1]:
@@ -308,12 +312,47 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         values = _merge(values, parsed)
     config = _build(Config, values, str(path) if path else "config")
     validate(config)
-    return config
+    return _set_explicit(config, _dotted(values))
 
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
-    """A copy of ``config`` with some fields replaced: ``with_overrides(c, run={'steps': 5})``."""
-    return _build(Config, _merge(config.to_dict(), sections), "config")
+    """A copy of ``config`` with some fields replaced: ``with_overrides(c, run={'steps': 5})``.
+    The replaced fields count as given explicitly, as the ones ``config`` had already."""
+    new = _build(Config, _merge(config.to_dict(), sections), "config")
+    return _set_explicit(new, explicit_keys(config) | _dotted(sections))
+
+
+def with_defaults(config: Config, **sections: dict[str, Any]) -> Config:
+    """Like ``with_overrides``, but the replaced fields stay defaults, not explicit settings
+    (a bundled task's values: applying a task again may still replace them)."""
+    new = _build(Config, _merge(config.to_dict(), sections), "config")
+    return _set_explicit(new, explicit_keys(config))
+
+
+def explicit_keys(config: Config) -> frozenset[str]:
+    """The dotted keys the user gave (``base``, YAML file and overrides of ``load_config``, and
+    ``with_overrides``): a bundled task's defaults fill in only the others, so a setting given
+    equal to the global default (``reward.spec=chrf``) still wins. For a Config built directly,
+    the keys whose value differs from the default."""
+    given = config.__dict__.get("_explicit")
+    if given is not None:
+        return given
+    default = Config()
+    return frozenset(k for k in all_keys() if _get(config, k) != _get(default, k))
+
+
+def _set_explicit(config: Config, keys: frozenset[str]) -> Config:
+    # Not a dataclass field: it is bookkeeping, not a setting (no flag, no docs, not saved).
+    object.__setattr__(config, "_explicit", frozenset(keys))
+    return config
+
+
+def _dotted(nested: dict[str, Any], prefix: str = "") -> frozenset[str]:
+    """``{'data': {'task': 'x'}}`` -> ``{'data.task'}``."""
+    keys: set[str] = set()
+    for key, value in nested.items():
+        keys |= _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
+    return frozenset(keys)
 
 
 _CHOICES = {

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from rlft.data.templates import fit_prompt, render_prompt
+from rlft.data.templates import end_of_turn_id, fit_prompt, render_prompt
 from rlft.errors import RlftError
 
 WORDS = "hello world the answer question is : user assistant a b c d e f g h".split()
@@ -83,6 +83,44 @@ def test_chat_without_chat_template_suggests_format_template():
 def test_chat_needs_a_tokenizer():
     with pytest.raises(RlftError, match="needs a tokenizer"):
         render_prompt("chat", "q")
+
+
+def test_chat_instruction_with_row_fields_and_system_prompt():
+    from tests.tiny import tiny_chat_tokenizer
+
+    text = render_prompt("chat", "the cat", tiny_chat_tokenizer(), "Summarize {meta[page]}: {prompt}", "Be brief.",
+                         meta={"page": "cp"})
+    assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nSummarize cp: the cat<|im_end|>\n"
+                    "<|im_start|>assistant\n")
+
+
+def test_chat_without_system_prompt_has_no_system_turn():
+    from tests.tiny import tiny_chat_tokenizer
+
+    text = render_prompt("chat", "the cat", tiny_chat_tokenizer(), "Say {prompt}.")
+    assert text == "<|im_start|>user\nSay the cat.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_instruction_errors_name_the_instruction():
+    tokenizer = make_tokenizer()
+    with pytest.raises(RlftError, match=r"^data\.instruction must contain \{prompt\}$"):
+        render_prompt("chat", "q", tokenizer, "Answer the question.")
+    with pytest.raises(RlftError, match=r"^data\.instruction: unknown field 'topic' \(available: prompt, page\)"):
+        render_prompt("chat", "q", tokenizer, "{topic}: {prompt}", "", page="x")
+
+
+def test_a_column_named_instruction_reaches_the_template():
+    assert render_prompt("{instruction}: {prompt}", "q", None, instruction="do") == "do: q"
+
+
+def test_end_of_turn_is_the_chat_templates_turn_end():
+    from tests.tiny import tiny_chat_tokenizer
+
+    chatml = tiny_chat_tokenizer()
+    assert end_of_turn_id(chatml) == chatml.convert_tokens_to_ids("<|im_end|>") != chatml.eos_token_id
+    # a template that closes the turn with no special token: the tokenizer's EOS; none: None
+    assert end_of_turn_id(make_tokenizer()) == make_tokenizer().eos_token_id
+    assert end_of_turn_id(make_tokenizer(chat=False)) is None
 
 
 # ---------------------------------------------------------------------------- fit_prompt

@@ -99,6 +99,20 @@ def test_task_config_is_accepted_by_load_config(task):
         assert (task_dir(task) / f"{split}.jsonl.gz").samefile(getattr(config.data, split))
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_has_a_chat_instruction(task):
+    """Chat models get an instruction saying what to write; it needs only the prompt, so
+    ``rlft generate`` (prompts without the row's other columns) can render it too."""
+    from rlft.data.templates import render_prompt
+    from tests.tiny import tiny_chat_tokenizer
+
+    instruction = TASKS[task].instruction
+    assert instruction != "{prompt}" and "only" in instruction  # says the reply is the output alone
+    text = render_prompt("chat", "PROMPT", tiny_chat_tokenizer(), instruction)
+    assert text.startswith("<|im_start|>user\n") and "PROMPT" in text and text.endswith("<|im_start|>assistant\n")
+    assert task_config(task)["data"]["instruction"] == instruction
+
+
 def test_unknown_task_names_the_known_ones():
     with pytest.raises(RlftError, match="did you mean 'dialogue'"):
         get_task("dialog")

@@ -14,53 +14,86 @@ OVERLONG_CHOICES = ("truncate", "reject")
 
 
 @functools.lru_cache(maxsize=64)
-def template_fields(template: str) -> frozenset[str]:
-    """The top-level field names a format template uses (``{a.b}`` and ``{a[0]}`` use ``a``)."""
+def template_fields(template: str, key: str = "data.template") -> frozenset[str]:
+    """The top-level field names a format template uses (``{a.b}`` and ``{a[0]}`` use ``a``);
+    ``key`` names the setting in error messages."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:
-        raise RlftError(f"data.template: malformed format string ({err}); write literal braces as {{{{ }}}}") from None
+        raise RlftError(f"{key}: malformed format string ({err}); write literal braces as {{{{ }}}}") from None
     names = set()
     for _, name, _, _ in parsed:
         if name is None:
             continue
         root = name.split(".", 1)[0].split("[", 1)[0]
         if not root or root.isdigit():
-            raise RlftError("data.template: positional fields such as {} are not supported; use {prompt}")
+            raise RlftError(f"{key}: positional fields such as {{}} are not supported; use {{prompt}}")
         names.add(root)
     if "prompt" not in names:
-        raise RlftError("data.template must contain {prompt}")
+        raise RlftError(f"{key} must contain {{prompt}}")
     return frozenset(names)
 
 
-def render_prompt(template: str, prompt: str, tokenizer: Any = None, /, **meta: Any) -> str:
-    """Fill ``template`` with the prompt (and any Example.meta columns it names).
+def render_prompt(template: str, prompt: str, tokenizer: Any = None, instruction: str = "{prompt}",
+                  system_prompt: str = "", /, **meta: Any) -> str:
+    """Fill ``template`` with the prompt and the Example.meta columns it names.
 
-    ``template == 'chat'`` wraps the prompt as one user turn in the tokenizer's chat template,
-    ending with the assistant cue. The first three parameters are positional-only so a data
-    column called ``prompt`` or ``tokenizer`` can still arrive through ``meta``; the Example's
-    own prompt always wins.
+    ``template == 'chat'`` (chat/instruct models) fills ``instruction`` the same way and sends it
+    as the user turn, after a system turn when ``system_prompt`` is not empty, through the
+    tokenizer's chat template, ending with the assistant cue. The parameters before ``/`` are
+    positional-only so that a data column called ``prompt``, ``tokenizer`` or ``instruction`` can
+    still arrive through ``meta``; the Example's own prompt always wins.
     """
     if template == CHAT:
-        return _render_chat(prompt, tokenizer)
-    missing = sorted(template_fields(template) - {"prompt"} - set(meta))
+        return _render_chat(_fill(instruction, prompt, meta, "data.instruction"), system_prompt, tokenizer)
+    return _fill(template, prompt, meta, "data.template")
+
+
+def _fill(template: str, prompt: str, meta: dict[str, Any], key: str) -> str:
+    missing = sorted(template_fields(template, key) - {"prompt"} - set(meta))
     if missing:
         available = ", ".join(["prompt", *sorted(meta)])
-        raise RlftError(f"data.template: unknown field '{missing[0]}' (available: {available})")
+        raise RlftError(f"{key}: unknown field '{missing[0]}' (available: {available})")
     try:
         return template.format_map({**meta, "prompt": prompt})
     except (KeyError, IndexError, AttributeError, ValueError) as err:
-        raise RlftError(f"data.template: cannot fill the template ({type(err).__name__}: {err})") from None
+        raise RlftError(f"{key}: cannot fill the template ({type(err).__name__}: {err})") from None
 
 
-def _render_chat(prompt: str, tokenizer: Any) -> str:
+def _render_chat(user: str, system_prompt: str, tokenizer: Any) -> str:
     if tokenizer is None:
         raise RlftError("data.template='chat' needs a tokenizer")
     if getattr(tokenizer, "chat_template", None) is None:
         raise RlftError("data.template='chat' but the tokenizer has no chat template; "
                         "use a format template such as 'Question: {prompt}\\nAnswer:'")
-    messages = [{"role": "user", "content": prompt}]
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages = [*system, {"role": "user", "content": user}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def end_of_turn_id(tokenizer: Any) -> int | None:
+    """The token the chat template closes an assistant turn with (ChatML ``<|im_end|>``, Llama 3
+    ``<|eot_id|>``, Gemma ``<end_of_turn>``): SFT targets end with it and decoding stops at it.
+
+    Found by rendering a conversation whose assistant turn is a marker and taking the first
+    special token after the marker; the tokenizer's EOS when the template writes none there
+    (Mistral's templates close the turn with ``</s>``), None without a chat template.
+    """
+    if getattr(tokenizer, "chat_template", None) is None:
+        return None
+    marker = "rlftEndOfTurnMarker"
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": marker}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 - templates raise their own errors (jinja's, custom ones)
+        return tokenizer.eos_token_id
+    if marker not in text:
+        return tokenizer.eos_token_id
+    after = text[text.rindex(marker) + len(marker):]
+    special = set(tokenizer.all_special_ids)
+    special.update(i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special)
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    return next((i for i in ids if i in special), tokenizer.eos_token_id)
 
 
 def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where: str) -> list[int]:

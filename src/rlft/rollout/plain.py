@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
-from rlft.data.templates import fit_prompt
+from rlft.data.templates import end_of_turn_id, fit_prompt
 from rlft.errors import RlftError
 from rlft.models.loading import Policy, autocast
 from rlft.models.logprobs import cache_kwarg, completion_logprobs, forward_accepts, output_cache, token_logprobs
@@ -41,6 +41,9 @@ class PlainSampler:
         self.overlong = overlong
         self.device = torch.device(device) if device is not None else _model_device(policy.model)
         self.autocast = autocast
+        # A chat model closes its turn with the chat template's end-of-turn token (ChatML <|im_end|>),
+        # which its eos_token need not be; found once, by rendering the template.
+        self.end_of_turn = end_of_turn_id(policy.tokenizer)
         # Copying one prefilled cache G times; False forces prefilling G copies of each prompt
         # (what happens anyway for caches that cannot be copied).
         self.expand_cache = True
@@ -199,8 +202,8 @@ class PlainSampler:
 
     def _eos_ids(self) -> list[int]:
         # Chat models often stop on several tokens (Llama 3: <|eot_id|> and <|end_of_text|>); the
-        # generation config lists them, the tokenizer knows one.
-        ids = {self.policy.tokenizer.eos_token_id}
+        # generation config lists them, the tokenizer knows one, the chat template ends its turns with one.
+        ids = {self.policy.tokenizer.eos_token_id, self.end_of_turn}
         extra = getattr(getattr(self.policy.model, "generation_config", None), "eos_token_id", None)
         ids.update(extra if isinstance(extra, (list, tuple)) else [extra])
         return sorted(i for i in ids if i is not None)

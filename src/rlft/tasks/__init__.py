@@ -21,13 +21,16 @@ class Task:
     name: str
     description: str
     language: str  # of the references: 'en' or 'zh'
-    template: str  # a Python format string with {prompt}
+    template: str  # for base models: a Python format string with {prompt}
     reward: str  # reward spec, as in RewardConfig.spec
     metric: str
     second_metric: str
     max_new_tokens: int
     build: Callable[..., dict[str, int]]  # build(out_dir: Path, **source_overrides) -> rows per split
     max_prompt_tokens: int = 256
+    # For chat models (data.template='chat'): the user turn, a format string with {prompt}. It says
+    # what the output looks like, since a chat model has no 'Summary:' cue to continue.
+    instruction: str = "{prompt}"
 
 
 def _lazy_build(module: str) -> Callable[..., dict[str, int]]:
@@ -54,6 +57,8 @@ TASKS: dict[str, Task] = {
         second_metric="bleu",
         max_new_tokens=64,
         build=_lazy_build("translation"),
+        instruction="Translate this software message from English to Simplified Chinese. Keep placeholders "
+                    "such as %s unchanged. Reply with the translation only.\n\n{prompt}",
     ),
     "summarization": Task(
         name="summarization",
@@ -65,6 +70,8 @@ TASKS: dict[str, Task] = {
         second_metric="chrf",
         max_new_tokens=24,
         build=_lazy_build("summarization"),
+        instruction="Write the one-line NAME summary of this manual page: a short phrase of a few words, "
+                    "like 'copy memory area'. Reply with the phrase only.\n\n{prompt}",
     ),
     "dialogue": Task(
         name="dialogue",
@@ -76,6 +83,8 @@ TASKS: dict[str, Task] = {
         second_metric="chrf",
         max_new_tokens=48,
         build=_lazy_build("dialogue"),
+        instruction="This is a casual online chat between A and B. Write B's next message: one short, "
+                    "natural line. Reply with the message only.\n\n{prompt}",
     ),
     "code_summary": Task(
         name="code_summary",
@@ -88,6 +97,9 @@ TASKS: dict[str, Task] = {
         max_new_tokens=32,
         build=_lazy_build("code_summary"),
         max_prompt_tokens=512,
+        instruction="Write the first sentence of the docstring of this Python code: one short sentence "
+                    "saying what it does, like 'Return the number of items.'. Reply with the sentence "
+                    "only.\n\n```python\n{prompt}\n```",
     ),
 }
 
@@ -110,8 +122,9 @@ def task_dir(name: str) -> Path:
 
 
 def task_config(name: str) -> dict[str, Any]:
-    """Nested defaults for rlft's Config (a ``base`` for ``load_config``): data files, template,
-    reward, metric and lengths of the task. The user's YAML and overrides win over these."""
+    """Nested defaults for rlft's Config (a ``base`` for ``load_config``): data files, template
+    (base models) and instruction (chat models, ``data.template=chat``), reward, metric and
+    lengths of the task. The user's YAML and overrides win over these."""
     task = get_task(name)
     root = task_dir(name)
     return {
@@ -120,6 +133,7 @@ def task_config(name: str) -> dict[str, Any]:
             "validation": str(root / "validation.jsonl.gz"),
             "test": str(root / "test.jsonl.gz"),
             "template": task.template,
+            "instruction": task.instruction,
             "max_prompt_tokens": task.max_prompt_tokens,
         },
         "reward": {"spec": task.reward},

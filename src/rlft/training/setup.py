@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from rlft.config import Config, with_overrides
+from rlft.config import Config, with_defaults, with_overrides
 from rlft.data.example import Example
 
 
@@ -30,27 +30,31 @@ class Parts:
 
 
 def apply_task_defaults(config: Config) -> Config:
-    """Fill in a bundled task's data paths, template, reward and metric, where the user left
-    the field at its default (explicit settings always win)."""
+    """Fill in a bundled task's data paths, template, instruction, reward and metric, where the
+    user gave no value (``explicit_keys``): explicit settings always win, even when they equal
+    the global default."""
     if config.data.task is None:
         return config
+    from rlft.config import explicit_keys
     from rlft.tasks import task_config
 
-    defaults = Config()
+    given = explicit_keys(config)
     sections: dict[str, dict[str, Any]] = {}
     for section, values in task_config(config.data.task).items():
-        current, default = getattr(config, section), getattr(defaults, section)
         for key, value in values.items():
-            if getattr(current, key) == getattr(default, key):
+            if f"{section}.{key}" not in given:
                 sections.setdefault(section, {})[key] = value
-    return with_overrides(config, **sections)
+    return with_defaults(config, **sections)
 
 
 def render(config: Config, tokenizer: Any, examples: list[Example]) -> list[str]:
-    """Prompt texts as the model sees them (template applied)."""
+    """Prompt texts as the model sees them: the template (or, for 'chat', the instruction) filled
+    with each example's prompt and its other columns."""
     from rlft.data.templates import render_prompt
 
-    return [render_prompt(config.data.template, ex.prompt, tokenizer) for ex in examples]
+    d = config.data
+    return [render_prompt(d.template, ex.prompt, tokenizer, d.instruction, d.system_prompt, **ex.meta)
+            for ex in examples]
 
 
 def build_parts(config: Config, *, need_data: bool = True) -> Parts:

@@ -21,14 +21,17 @@ from rlft.training.loop import RunResult
 
 
 def encode_pairs(tokenizer: Any, prompts: list[str], targets: list[str], *, is_seq2seq: bool,
-                 max_prompt_tokens: int, overlong: str, max_target_tokens: int) -> SimpleNamespace:
+                 max_prompt_tokens: int, overlong: str, max_target_tokens: int,
+                 end_id: int | None = None) -> SimpleNamespace:
     """Tokenize rendered prompts (left-padded, exactly as the sampler does) and targets
-    (right-padded, ending in EOS) into the layout ``completion_logprobs`` reads."""
+    (right-padded, ending in ``end_id``: EOS by default, the chat template's end-of-turn token
+    for chat prompts) into the layout ``completion_logprobs`` reads."""
     from rlft.data.templates import fit_prompt
 
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    end = tokenizer.eos_token_id if end_id is None else end_id
+    pad = tokenizer.pad_token_id
     p_ids = [fit_prompt(p, tokenizer, max_prompt_tokens, overlong, "prompt") for p in prompts]
-    t_ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_target_tokens - 1] + [eos] for t in targets]
+    t_ids = [tokenizer(t, add_special_tokens=False)["input_ids"][: max_target_tokens - 1] + [end] for t in targets]
     P, T = max(map(len, p_ids)), max(map(len, t_ids))
     prompt_ids = torch.full((len(p_ids), P), pad, dtype=torch.long)
     prompt_mask = torch.zeros((len(p_ids), P), dtype=torch.long)
@@ -55,11 +58,15 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
     from rlft.training.setup import config_dict, prepare_parts, render
+    from rlft.data.templates import CHAT, end_of_turn_id
     from pathlib import Path
 
     parts = prepare_parts(config, parts)
     config, policy, model = parts.config, parts.policy, parts.policy.model  # task defaults applied
     run = config.run
+    # A chat model ends its turn with the template's end-of-turn token (ChatML <|im_end|>), which
+    # need not be eos_token; the sampler stops at it too.
+    end_id = end_of_turn_id(policy.tokenizer) if config.data.template == CHAT else None
     items = [(ex, ref) for ex in parts.splits["train"] for ref in ex.references]
     val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
     steps_per_epoch = math.ceil(len(items) / config.sft.batch_size)
@@ -104,7 +111,8 @@ def sft(config: Config, parts: Any = None) -> RunResult:
         enc = encode_pairs(policy.tokenizer, render(config, policy.tokenizer, [ex for ex, _ in batch]),
                            [ref for _, ref in batch], is_seq2seq=policy.is_seq2seq,
                            max_prompt_tokens=parts.max_prompt_tokens, overlong=config.data.overlong,
-                           max_target_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens)
+                           max_target_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens,
+                           end_id=end_id)
         n_tokens = enc.completion_mask.sum()
         optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0

@@ -1,0 +1,25 @@
+"""Rendering a run's prompts: the template or the chat instruction, filled with each row's columns."""
+
+from __future__ import annotations
+
+from rlft.config import load_config
+from rlft.data.example import Example
+from rlft.training.setup import render
+
+ROWS = [Example("the cat", ("x",), "0", meta={"topic": "pets", "meta": {"page": "cat"}}),
+        Example("a dog", ("y",), "1", meta={"topic": "parks", "meta": {"page": "dog"}})]
+
+
+def test_format_template_gets_the_rows_extra_columns():
+    cfg = load_config(None, ["data.template=[{topic}] {prompt} ({meta[page]}) =>"])
+    assert render(cfg, None, ROWS) == ["[pets] the cat (cat) =>", "[parks] a dog (dog) =>"]
+
+
+def test_chat_instruction_gets_the_rows_extra_columns_and_the_system_prompt():
+    from tests.tiny import tiny_chat_tokenizer
+
+    cfg = load_config(None, ["data.template=chat", "data.instruction=About {topic}: {prompt}",
+                             "data.system_prompt=Answer briefly."])
+    texts = render(cfg, tiny_chat_tokenizer(), ROWS)
+    assert texts[1] == ("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nAbout parks: a dog<|im_end|>\n"
+                        "<|im_start|>assistant\n")
