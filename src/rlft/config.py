@@ -48,7 +48,7 @@ class DataConfig:
     count_field: str = doc("count", "Optional column with how often the prompt occurs in traffic (a positive integer); `weight` is read too.")
     template: str = doc("{prompt}", "Prompt template, a Python format string with {prompt} and other columns of the row ({meta[page]}); 'chat' (chat/instruct models) sends `instruction` as the user turn through the tokenizer's chat template.")
     instruction: str = doc("{prompt}", "With template 'chat': the user turn, a format string with {prompt} and other columns of the row, e.g. 'Translate to French. Reply with the translation only.\\n\\n{prompt}'. A bundled task sets its own.")
-    system_prompt: str = doc("", "With template 'chat': the system turn (plain text); empty: no system turn.")
+    system_prompt: str = doc("", "With template 'chat': the system turn (plain text); empty: rlft sends none (a chat template may still write its own default one, as SmolLM2's does).")
     max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.")
     overlong: str = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
     max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.")
