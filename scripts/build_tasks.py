@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the bundled task snapshots from their sources (Debian files, PyPI packages).
 
-    python scripts/build_tasks.py                 # all four tasks
+    python scripts/build_tasks.py                 # all tasks
     python scripts/build_tasks.py --task dialogue # one task
 
 Writes src/rlft/assets/tasks/<name>/{train,validation,test}.jsonl.gz and DATASHEET.md (into the

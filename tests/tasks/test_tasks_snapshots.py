@@ -1,4 +1,4 @@
-"""The committed snapshots of the four bundled tasks: files, fields, splits, counts, config."""
+"""The committed snapshots of the bundled tasks: files, fields, splits, counts, config."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from rlft.errors import RlftError
 from rlft.tasks import TASKS, get_task, task_config, task_dir
 from rlft.tasks.common import SPLITS, read_snapshot
-from rlft.tasks.translation import placeholders
+from rlft.tasks.translation import FR, LANGUAGES, _mnemonics, placeholders
 
 
 @lru_cache(maxsize=None)
@@ -61,17 +61,29 @@ def test_validation_and_test_are_capped():
     assert len(rows("dialogue", "train")) <= 20_000
 
 
-def test_translation_pairs_keep_their_placeholders():
+@pytest.mark.parametrize("task", sorted(LANGUAGES))
+def test_translation_pairs_keep_their_placeholders(task):
     for split in SPLITS:
-        for row in rows("translation", split):
+        for row in rows(task, split):
             for ref in row["references"]:
                 assert placeholders(ref) == placeholders(row["prompt"]), row
 
 
-def test_translation_counts_are_catalog_counts():
-    data = [row for split in SPLITS for row in rows("translation", split)]
-    assert all(row["count"] == len(row["meta"]["catalogs"]) for row in data)
+@pytest.mark.parametrize("task", sorted(LANGUAGES))
+def test_translation_counts_are_catalog_counts(task):
+    data = [row for split in SPLITS for row in rows(task, split)]
+    assert all(row["count"] == len(set(row["meta"]["catalogs"])) for row in data)
     assert max(row["count"] for row in data) >= 5  # messages shared by many programs exist
+    assert sum(row["count"] > 1 for row in data) >= 100
+
+
+def test_french_snapshot_has_no_accelerators_or_no_break_spaces_left():
+    for split in SPLITS:
+        for row in rows("translation_fr", split):
+            assert "\xa0" not in row["prompt"] and row["prompt"] not in row["references"], row
+            for ref in row["references"]:
+                assert "\xa0" not in ref and "\u202f" not in ref, row
+                assert not _mnemonics(FR, ref, row["prompt"]), row  # each recognized one was removed
 
 
 @pytest.mark.parametrize("task", ["summarization", "dialogue", "code_summary"])

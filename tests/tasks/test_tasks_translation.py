@@ -1,4 +1,4 @@
-"""translation builder: .mo parsing and the cleaning rules, on hand-made catalogs."""
+"""translation builders (zh_CN and fr): .mo parsing and the cleaning rules, on hand-made catalogs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import struct
 from collections import Counter
 
 from rlft.tasks.common import SPLITS, read_snapshot
-from rlft.tasks.translation import build, clean_pair, collect, placeholders, read_mo
+from rlft.tasks import TASKS
+from rlft.tasks.translation import FR, build, clean_pair, collect, placeholders, read_mo
 
 HEADER = "Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=1; plural=0;\n"
 
@@ -87,3 +88,58 @@ def test_build_writes_a_snapshot(tmp_path):
     rows = [r for s in SPLITS for r in read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")]
     assert {r["count"] for r in rows} == {1}
     assert "| demo | 62 | 60 |" in (tmp_path / "out" / "DATASHEET.md").read_text(encoding="utf-8")
+
+
+def test_french_accelerators_are_stripped_like_the_english_ones():
+    assert clean_pair("Pages per _sheet:", "Pages par _feuille\xa0:", FR) == ("Pages per sheet:", "Pages par feuille :")
+    assert clean_pair("Copy _Link Address", "Copier l'_adresse du lien", FR) == ("Copy Link Address", "Copier l'adresse du lien")
+    assert clean_pair("ZWS _Zero width space", "ZWS E_space sans chasse", FR) == ("ZWS Zero width space", "ZWS Espace sans chasse")
+    assert clean_pair("Select the _Copy item", "Choisir l'élément Cop_y", FR) == ("Select the Copy item", "Choisir l'élément Copy")
+    assert clean_pair("Open _File with _Editor", "Ouvrir le _fichier avec l'éditeur", FR) is None  # which '_' is it?
+    assert clean_pair("Save the file _as", "_Enregistrer le fichier _sous", FR) is None
+
+
+def test_french_identifiers_keep_their_underscores():
+    assert clean_pair("logical decoding requires wal_level >= logical",
+                      "le décodage logique requiert wal_level >= logical", FR) == (
+        "logical decoding requires wal_level >= logical", "le décodage logique requiert wal_level >= logical")
+    assert clean_pair("where domain_constraint is:", "où contrainte_domaine est :", FR) == (
+        "where domain_constraint is:", "où contrainte_domaine est :")  # a translated identifier
+    assert clean_pair("Too many N_RBRACs found", "Trop de N_RBRAC trouvés", FR) == (
+        "Too many N_RBRACs found", "Trop de N_RBRAC trouvés")
+    assert clean_pair("symbol _start is not defined", "le symbole _start n'est pas défini", FR) == (
+        "symbol _start is not defined", "le symbole _start n'est pas défini")  # shared with the English
+
+
+def test_french_cleaning_rules():
+    assert clean_pair("Cannot open file %s\n", "Impossible d'ouvrir le fichier %s\xa0!\n", FR) == (
+        "Cannot open file %s", "Impossible d'ouvrir le fichier %s !")
+    assert clean_pair("Cannot open file %s", "Impossible d'ouvrir le fichier", FR) is None  # placeholder lost
+    assert clean_pair("Could not connect", "Could not connect", FR) is None  # untranslated copy
+    assert clean_pair("Could not connect", "%s %s", FR) is None  # no letter: not a translation
+    assert clean_pair("Open file", "Ouvrir le fichier", FR) is None  # under 3 words
+    assert clean_pair("Could not connect", "无法连接") == ("Could not connect", "无法连接")  # zh by default
+    assert clean_pair("Could not connect", "Connexion impossible") is None  # ... which wants CJK
+
+
+def test_french_build_counts_catalogs_and_goes_through_the_registry(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shared = "Invalid regular expression given"
+    entries = {f"Cannot read block {i} of %s": f"Impossible de lire le bloc {i} de %s" for i in range(40)}
+    (src / "grep.mo").write_bytes(mo_bytes({**entries, shared: "Expression rationnelle incorrecte"}))
+    (src / "sed.mo").write_bytes(mo_bytes({shared: "Expression régulière invalide", "Pages per _sheet:": "Pages par _feuille :"}))
+    (src / "tar.mo").write_bytes(mo_bytes({shared: "Expression rationnelle incorrecte"}))
+    pairs, stats = collect(src, FR)
+    by_prompt = {p.prompt: p for p in pairs}
+    assert by_prompt[shared].count == 3 and by_prompt[shared].meta["catalogs"] == ["grep", "sed", "tar"]
+    assert by_prompt[shared].references == ["Expression rationnelle incorrecte", "Expression régulière invalide"]
+    assert by_prompt["Pages per sheet:"].references == ["Pages par feuille :"]
+    sizes = TASKS["translation_fr"].build(tmp_path / "out", source_dir=src, cap=2)
+    assert sizes["validation"] <= 2 and sizes["test"] <= 2 and sum(sizes.values()) == 42
+    rows = [r for s in SPLITS for r in read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")]
+    assert all(r["id"].startswith("translation_fr-") for r in rows)
+    assert sorted(r["count"] for r in rows)[-1] == 3
+    sheet = (tmp_path / "out" / "DATASHEET.md").read_text(encoding="utf-8")
+    assert "# Task `translation_fr` (en -> fr)" in sheet and "/usr/share/locale/fr/LC_MESSAGES" in sheet
+    assert "| grep | 42 | 41 |" in sheet and "reference words" in sheet and "CJK" not in sheet

@@ -20,7 +20,7 @@ from rlft.errors import RlftError
 class Task:
     name: str
     description: str
-    language: str  # of the references: 'en' or 'zh'
+    language: str  # of the references: 'en', 'zh' or 'fr'
     template: str  # for base models: a Python format string with {prompt}
     reward: str  # reward spec, as in RewardConfig.spec
     metric: str
@@ -33,14 +33,19 @@ class Task:
     instruction: str = "{prompt}"
 
 
-def _lazy_build(module: str) -> Callable[..., dict[str, int]]:
-    """The module's ``build``, imported only when called (keeps ``import rlft.tasks`` cheap)."""
+def _lazy_build(module: str, task: str | None = None) -> Callable[..., dict[str, int]]:
+    """The module's ``build``, imported only when called (keeps ``import rlft.tasks`` cheap).
+    ``task`` names the task when the module builds several (``translation`` builds one per
+    target language) and is passed on to its ``build``."""
+    name = task or module
+
     def build(out_dir: Path | None = None, **kwargs: Any) -> dict[str, int]:
         builder = importlib.import_module(f"rlft.tasks.{module}")
-        return builder.build(Path(out_dir) if out_dir is not None else task_dir(module), **kwargs)
+        chosen = {"task": task} if task else {}
+        return builder.build(Path(out_dir) if out_dir is not None else task_dir(name), **chosen, **kwargs)
 
-    build.__name__ = f"build_{module}"
-    build.__doc__ = f"Rebuild the `{module}` snapshot (see rlft.tasks.{module}.build)."
+    build.__name__ = f"build_{name}"
+    build.__doc__ = f"Rebuild the `{name}` snapshot (see rlft.tasks.{module}.build)."
     return build
 
 
@@ -58,6 +63,19 @@ TASKS: dict[str, Task] = {
         max_new_tokens=64,
         build=_lazy_build("translation"),
         instruction="Translate this software message from English to Simplified Chinese. Keep placeholders "
+                    "such as %s unchanged. Reply with the translation only.\n\n{prompt}",
+    ),
+    "translation_fr": Task(
+        name="translation_fr",
+        description="English software messages -> French (gettext catalogs of Debian packages).",
+        language="fr",
+        template="Translate to French: {prompt}\nFrench:",
+        reward="0.8*chrf + 0.2*placeholders",
+        metric="chrf",
+        second_metric="bleu",
+        max_new_tokens=64,
+        build=_lazy_build("translation", task="translation_fr"),
+        instruction="Translate this software message from English to French. Keep placeholders "
                     "such as %s unchanged. Reply with the translation only.\n\n{prompt}",
     ),
     "summarization": Task(

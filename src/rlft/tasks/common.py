@@ -2,7 +2,7 @@
 
 Every bundled task goes through the same steps after its own source-specific collection:
 ``merge_duplicates`` -> ``split_pairs`` -> (``zipf_counts``) -> ``write_snapshot`` and
-``write_datasheet``. Keeping them here means the four tasks cannot drift apart in how
+``write_datasheet``. Keeping them here means the tasks cannot drift apart in how
 they split or count.
 """
 
