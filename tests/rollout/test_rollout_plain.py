@@ -211,3 +211,55 @@ def test_registry():
     assert ENGINES["plain"] is PlainSampler
     with pytest.raises(RlftError, match="unknown engine 'vllm'"):
         build_sampler("vllm", None)
+
+
+@pytest.mark.parametrize("kind", ["llama", "seq2seq"])
+def test_recorded_logprobs_are_at_the_sampling_temperature(kind, policies):
+    # The loss scores the samples at the temperature that drew them: the on-policy ratio
+    # pi_T(recomputed) / pi_T(rollout) is 1, and the temperature-1 log-probs differ from both.
+    policy = policies[kind]
+    sampler = PlainSampler(policy, max_prompt_tokens=64, device="cpu")
+    is_seq2seq = kind == "seq2seq"
+    r = _sample(sampler, 3, temperature=0.6)
+    with torch.no_grad():
+        at_t, _ = completion_logprobs(policy.model, r, is_seq2seq=is_seq2seq, temperature=0.6)
+        at_1, _ = completion_logprobs(policy.model, r, is_seq2seq=is_seq2seq)
+    ratio = torch.exp(at_t - r.logprobs) * r.completion_mask
+    torch.testing.assert_close(ratio, r.completion_mask, atol=1e-4, rtol=0)
+    assert ((at_1 - r.logprobs).abs() * r.completion_mask).max() > 0.05
+
+
+def test_completion_logprobs_at_temperature_give_the_enumerated_gradient(causal):
+    # One completion token, all V of them enumerated: sum_y pi_T(y) * (-R(y) grad log pi_T(y)),
+    # the expected gradient of the policy-gradient loss, equals -grad E_{y~pi_T}[R(y)].
+    from types import SimpleNamespace
+
+    from rlft.algorithms import rl_loss
+
+    model, temperature = causal.model, 0.5
+    prompt = causal.tokenizer(["the cat"], return_tensors="pt")
+    vocab = model.config.vocab_size
+    batch = SimpleNamespace(prompt_ids=prompt["input_ids"].repeat(vocab, 1),
+                            prompt_mask=prompt["attention_mask"].repeat(vocab, 1),
+                            completion_ids=torch.arange(vocab)[:, None], completion_mask=torch.ones(vocab, 1))
+    reward = torch.sin(torch.arange(vocab, dtype=torch.float32))                 # (V,) any function of y
+    params = [p for p in model.parameters() if p.requires_grad]
+    lp, _ = completion_logprobs(model, batch, is_seq2seq=False, temperature=temperature)   # (V, 1)
+    pi = lp.detach().exp().squeeze(1)                                            # (V,) sums to 1
+    torch.testing.assert_close(pi.sum(), torch.tensor(1.0))
+    loss, _ = rl_loss(lp, lp.detach(), reward, batch.completion_mask, weights=pi, normalizer=1.0)
+    got = torch.autograd.grad(loss, params)
+    logits = model(**prompt).logits[0, -1]                                       # (V,)
+    want = torch.autograd.grad(-(torch.softmax(logits / temperature, -1) * reward).sum(), params)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-4)
+
+
+def test_choose_never_returns_a_zero_probability_token(monkeypatch):
+    # u * cdf[-1] == cdf[-1] (u = 1, or a product that rounds up) used to run past the last token
+    # with mass and land on the vocabulary's last token, whose probability is 0 here.
+    logits = torch.tensor([[0.0, 1.0, float("-inf"), 2.0, float("-inf"), float("-inf")]])
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape))
+    assert choose(logits, 1.0, 1.0, 0, None).tolist() == [3]
+    assert choose(logits, 1.0, 1.0, 2, None).tolist() == [3]    # top-k leaves -inf on tokens 0, 2, 4, 5
+    assert choose(logits, 1.0, 0.5, 0, None).tolist() == [3]    # the nucleus keeps token 3 alone

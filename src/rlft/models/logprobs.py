@@ -21,9 +21,13 @@ class RolloutLike(Protocol):
 
 
 def completion_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bool,
-                        with_entropy: bool = False, chunk: int | None = None,
+                        with_entropy: bool = False, chunk: int | None = None, temperature: float = 1.0,
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(y_t | x, y_<t) for every completion token, and optionally the entropy H_t.
+    """log pi_T(y_t | x, y_<t) for every completion token, and optionally the entropy H_t of pi_T.
+
+    pi_T = softmax(logits / temperature): the distribution the sampler draws from at that
+    temperature (before top-k/top-p), so the RL loss sees the policy that produced the samples
+    (TRL and verl divide the logits the same way).
 
     Returns ``(logprobs (N, T), entropy (N, T) or None)`` in fp32. Values at positions where
     ``completion_mask == 0`` are finite but meaningless. ``chunk`` bounds the rows per forward pass
@@ -31,15 +35,17 @@ def completion_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bo
     """
     n = rollout_like.completion_ids.shape[0]
     step = chunk or n
-    parts = [_logprobs_rows(model, rollout_like, slice(i, i + step), is_seq2seq, with_entropy)
+    parts = [_logprobs_rows(model, rollout_like, slice(i, i + step), is_seq2seq, with_entropy, temperature)
              for i in range(0, n, step)]
     logprobs = torch.cat([p[0] for p in parts])
     entropy = torch.cat([p[1] for p in parts]) if with_entropy else None
     return logprobs, entropy
 
 
-def _logprobs_rows(model, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool):
+def _logprobs_rows(model, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool, temperature: float):
     logits = _completion_logits(model, r, rows, is_seq2seq)                        # (n, T, V)
+    if temperature != 1.0:
+        logits = logits.float() / temperature
     return token_logprobs(logits, r.completion_ids[rows], with_entropy)
 
 

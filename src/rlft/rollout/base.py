@@ -20,7 +20,7 @@ class Rollout:
     prompt_mask: torch.Tensor       # (N, P) long, 1 = real token
     completion_ids: torch.Tensor    # (N, T) long, padded with pad_token_id after EOS
     completion_mask: torch.Tensor   # (N, T) float, 1 = generated token (EOS included)
-    logprobs: torch.Tensor          # (N, T) float, log pi_sampler(token) under the sampling policy (T=1, no top-p/k)
+    logprobs: torch.Tensor          # (N, T) float, log softmax(logits / temperature)[token] (before top-p/k)
     truncated: torch.Tensor         # (N,) bool, reached max_new_tokens without EOS
     texts: list[str]                # N decoded completions (special tokens and padding removed)
     group_size: int                 # G

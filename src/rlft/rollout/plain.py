@@ -55,10 +55,11 @@ class PlainSampler:
                generator: torch.Generator | None = None) -> Rollout:
         """Draw ``group_size`` completions for each rendered prompt; row i is prompt i // G.
 
-        ``Rollout.logprobs`` are always log-probabilities under the policy itself (temperature 1,
-        no top-k/top-p), whatever the sampling settings: that is the quantity the policy-gradient
-        losses need. They are the behaviour policy's log-probs only when temperature is 1 and
-        top-k/top-p are off. ``temperature=0`` decodes greedily.
+        ``Rollout.logprobs`` are log-probabilities under the tempered policy softmax(logits / T)
+        (T = 1 for greedy decoding), before top-k/top-p filtering: the distribution the training
+        loss scores (``completion_logprobs(..., temperature=T)``), so the on-policy ratio is 1.
+        With top-k/top-p the samples come from the truncated distribution, a small off-policy
+        bias that TRL and verl accept too. ``temperature=0`` decodes greedily.
         """
         if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or group_size < 1 or max_new_tokens < 1:
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}, "
@@ -120,11 +121,12 @@ class PlainSampler:
         # One mask for the whole decode, sliced per step (not re-concatenated every step).
         mask = torch.cat([mask, mask.new_ones((n, max_new_tokens))], dim=1)              # (N, P+T)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
+        scale = temperature if temperature > 0 else 1.0  # log-probs of the tempered distribution
         tokens, logprobs = [], []
         for step in range(max_new_tokens):
             token = choose(logits, temperature, top_p, top_k, generator)                 # (N,)
             token = torch.where(finished, torch.full_like(token, pad), token)
-            logprobs.append(token_logprobs(logits, token)[0])                            # (N,)
+            logprobs.append(token_logprobs(logits.float() / scale, token)[0])            # (N,)
             tokens.append(token)
             finished = finished | torch.isin(token, eos)
             if step == max_new_tokens - 1 or bool(finished.all()):
@@ -195,7 +197,8 @@ class PlainSampler:
         batch = SimpleNamespace(prompt_ids=ids.repeat_interleave(group_size, 0),
                                 prompt_mask=mask.repeat_interleave(group_size, 0),
                                 completion_ids=completions, completion_mask=completion_mask)
-        logprobs, _ = completion_logprobs(model, batch, is_seq2seq=True)
+        logprobs, _ = completion_logprobs(model, batch, is_seq2seq=True,
+                                          temperature=temperature if temperature > 0 else 1.0)
         return completions, logprobs
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -297,9 +300,13 @@ def choose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
     cdf = probs.cumsum(-1)                                                              # (N, V)
     device = generator.device if generator is not None else probs.device
     u = torch.rand((probs.shape[0], 1), generator=generator, device=device).to(probs.device)
-    # right=True: a zero-probability token (flat stretch of the CDF) can never be picked.
-    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)                        # (N, 1)
-    return token.squeeze(-1).clamp(max=vocab - 1)
+    # right=True: a zero-probability token (flat stretch of the CDF) can never be picked, as long
+    # as u * cdf[-1] < cdf[-1]. When it is not (u rounds up, u = 1 from some generators, or a
+    # parallel cumsum that is not monotone at the end), the search runs past the last token with
+    # mass; clamp to that token instead of the vocabulary's last, which may have probability 0.
+    token = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1)            # (N,)
+    last = vocab - 1 - (probs > 0).flip(-1).int().argmax(-1)                            # (N,)
+    return torch.minimum(token, last)
 
 
 def _nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
