@@ -134,10 +134,15 @@ class PromptSampler:
         return loss_weights(self.target, indices, self.inclusion)  # (B,)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "num_prompts": self.num_prompts}
+        # probs and target too: a tail-guard boost set them, and a resume must sample as the run did.
+        return {"generator": self.generator.get_state(), "num_prompts": self.num_prompts,
+                "probs": self.probs.clone(), "target": self.target.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["num_prompts"] != self.num_prompts:
             raise RlftError(f"resume: the prompt sampler was saved with {state['num_prompts']} unique prompts, "
                             f"the data now has {self.num_prompts}")
         self.generator.set_state(state["generator"])
+        if "probs" in state:  # as saved, bit for bit (set_probs would renormalize); older checkpoints lack it
+            self.probs, self.target = state["probs"].to(torch.float64), state["target"].to(torch.float64)
+            self.inclusion = inclusion_probs(self.probs, self.batch_size)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -119,8 +120,28 @@ def _split_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
             json.dumps(value)
             as_json[key] = value
         except (TypeError, ValueError):
-            other[key] = value
+            other[key] = _plain(value, key)
     return as_json, other
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as tensors, numbers, strings and containers only, so that ``extra.pt`` loads with
+    ``torch.load(weights_only=True)`` (no unpickling of arbitrary objects): NumPy values become
+    tensors or numbers; any other object is an error here rather than a pickle at resume."""
+    import numpy as np
+
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise RlftError(f"checkpoint: state entry '{where}' is a {type(value).__name__}; store tensors, numbers, "
+                    "strings, lists or dicts (a state_dict()), so that checkpoints load without unpickling")
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, tokenizer: Any,
@@ -148,7 +169,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, t
             torch.save(scheduler.state_dict(), d / "scheduler.pt")
         torch.save(_rng_state(generators), d / "rng.pt")
         if state.get("extra") is not None or other:
-            torch.save({"extra": state.get("extra"), "other": other}, d / "extra.pt")
+            torch.save({"extra": _plain(state.get("extra"), "extra"), "other": other}, d / "extra.pt")
         text = json.dumps({"step": int(step), **as_json}, indent=2, ensure_ascii=False)
         (d / "trainer_state.json").write_text(text + "\n", encoding="utf-8")
 
@@ -307,8 +328,12 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None, optimize
     _restore_rng(torch.load(path / "rng.pt", map_location="cpu", weights_only=True), generators or {})
     state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     if (path / "extra.pt").is_file():
-        # Arbitrary objects need full unpickling; this file was written by this library's own run.
-        saved = torch.load(path / "extra.pt", map_location="cpu", weights_only=False)
+        # Tensors, numbers and containers only (see _plain): no arbitrary unpickling on resume.
+        try:
+            saved = torch.load(path / "extra.pt", map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise RlftError(f"{path / 'extra.pt'}: holds objects other than tensors, numbers and "
+                            f"containers; refusing to unpickle them ({str(err).splitlines()[0]})") from None
         state.update(saved.get("other") or {})
         if saved.get("extra") is not None:
             state["extra"] = saved["extra"]
