@@ -18,61 +18,25 @@ directory (ignored, removed by the next save) or the new checkpoint complete.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import re
-import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from rlft.atomic import OLD_PREFIX as _OLD, TMP_PREFIX as _TMP, remove_dir, write_dir_atomically
 from rlft.errors import RlftError
-from rlft.training.runtime import fsync_path, fsync_tree
 
 COMPLETE = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-_TMP, _OLD = ".tmp-", ".old-"
 _SPECIAL_KEYS = ("step", "generators", "extra")
 
 
-# ---------------------------------------------------------------------------------------------
-# Atomic directory writes
-
 def _remove(path: Path) -> None:
-    # Drop the marker first: if deletion is interrupted, what is left no longer looks complete.
-    (path / COMPLETE).unlink(missing_ok=True)
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _write_dir_atomically(final: Path, write: Callable[[Path], None], *, marker: bool) -> Path:
-    """Run ``write(tmp_dir)``, make it durable, then rename ``tmp_dir`` to ``final`` (replacing it)."""
-    parent = final.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp, old = parent / f"{_TMP}{final.name}", parent / f"{_OLD}{final.name}"
-    for leftover in (tmp, old):
-        if leftover.exists():
-            _remove(leftover)
-    tmp.mkdir()
-    try:
-        write(tmp)
-        if marker:
-            (tmp / COMPLETE).write_text(final.name + "\n", encoding="utf-8")
-        fsync_tree(tmp)
-        # A non-empty directory cannot be replaced in one rename: move the old one aside first.
-        # A crash between the two renames loses only this re-save; older steps stay complete.
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
-        fsync_path(parent)
-    except Exception:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old.exists():
-        _remove(old)
-    return final
+    remove_dir(path, marker=COMPLETE)
 
 
 def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
@@ -173,12 +137,12 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, t
         text = json.dumps({"step": int(step), **as_json}, indent=2, ensure_ascii=False)
         (d / "trainer_state.json").write_text(text + "\n", encoding="utf-8")
 
-    return _write_dir_atomically(root / f"step-{int(step):08d}", write, marker=True)
+    return write_dir_atomically(root / f"step-{int(step):08d}", write, marker=COMPLETE)
 
 
 def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final") -> Path:
     """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory)."""
-    return _write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d), marker=False)
+    return write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ Everything here is single-process; the training loops call it once at start-up.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-from pathlib import Path
 from typing import ContextManager
 
 import torch
 
+# Durable writes live in rlft.atomic (models/ needs them and must not import training/); re-exported here.
+from rlft.atomic import atomic_write_text, fsync_path, fsync_tree  # noqa: F401
 from rlft.errors import RlftError
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -101,43 +101,3 @@ def set_threads(n: int | None) -> None:
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(int(n))
 
-
-# ---------------------------------------------------------------------------------------------
-# Durable writes: a file or directory is either fully there under its final name, or not at all.
-
-def fsync_path(path: Path) -> None:
-    """Flush a file's (or a directory's entries') data to disk."""
-    flags = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if path.is_dir() else os.O_RDONLY
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # Windows cannot open directories; its rename is already durable enough
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file under ``root``, then the directories (children before parents)."""
-    dirs = []
-    for dirpath, _, filenames in os.walk(root):
-        dirs.append(Path(dirpath))
-        for name in filenames:
-            fsync_path(Path(dirpath) / name)
-    for d in reversed(dirs):
-        fsync_path(d)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling + fsync + ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
