@@ -114,3 +114,81 @@ def _spread_logits(weight: torch.Tensor) -> None:
     # ties and "every sample differs" trivially true; larger weights give peaked, realistic ones.
     with torch.no_grad():
         weight.mul_(3.0 / weight.norm(dim=-1, keepdim=True).mean())
+
+
+GGUF_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                      "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def tiny_gguf(model_dir: Path, out: Path) -> Path:
+    """Write the tiny Llama in ``model_dir`` (from ``tiny_causal``) as an F32 GGUF file at ``out``.
+
+    transformers reads GGUF but cannot write it, so this follows llama.cpp's ``convert_hf_to_gguf.py``:
+    llama.cpp names and hyper-parameter keys, q/k rows permuted for its rotary layout (transformers'
+    loader permutes them back), and the byte-level BPE vocabulary, merges and special tokens as
+    ``tokenizer.ggml.*`` metadata, with the chat template ``GGUF_CHAT_TEMPLATE``.
+    """
+    import json
+
+    import gguf
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    model = LlamaForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    rope_theta = (getattr(c, "rope_parameters", None) or {}).get("rope_theta") or getattr(c, "rope_theta", 10000.0)
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    writer.add_rope_freq_base(float(rope_theta))
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(c.vocab_size)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    special = set(tokenizer.all_special_ids)
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL
+                            for i in range(len(tokens))])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in merges])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_unk_token_id(tokenizer.unk_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(True)
+    writer.add_chat_template(GGUF_CHAT_TEMPLATE)
+
+    def permute(w: torch.Tensor, heads: int) -> torch.Tensor:  # llama.cpp's LlamaModel.permute
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    names = {"model.embed_tokens": "token_embd", "model.norm": "output_norm", "lm_head": "output"}
+    layer = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+             "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+             "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+             "mlp.down_proj": "ffn_down"}
+    for key, tensor in model.state_dict().items():
+        stem, suffix = key.rsplit(".", 1)
+        if stem.startswith("model.layers."):
+            _, _, index, rest = stem.split(".", 3)
+            name = f"blk.{index}.{layer[rest]}"
+        else:
+            name = names[stem]
+        if name.endswith("attn_q"):
+            tensor = permute(tensor, c.num_attention_heads)
+        elif name.endswith("attn_k"):
+            tensor = permute(tensor, c.num_key_value_heads)
+        writer.add_tensor(f"{name}.{suffix}", tensor.float().numpy().copy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

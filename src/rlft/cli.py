@@ -21,6 +21,7 @@ COMMANDS = {
     "pretrain": "Build the bundled base model: tokenizer + small decoder-only model on local text.",
     "report": "Write the HTML report (plots, before/after table) of a run directory.",
     "tasks": "List the bundled tasks.",
+    "models": "List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and converts one ahead of time.",
     "config": "Print the fully resolved config (YAML) for a config file and overrides.",
 }
 
@@ -40,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
             p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter,
                                epilog="pretrain settings (key=value):\n" + help_text(PretrainConfig))
             p.add_argument("args", nargs="*", metavar="[key=value ...]", help="overrides of the pretrain settings")
+            continue
+        if name == "models":  # no run settings either
+            p = sub.add_parser(name, help=text, description=text)
+            p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
+            p.add_argument("names", nargs="*", metavar="NAME", help="models to pull (see the list)")
             continue
         p = sub.add_parser(name, help=text, description=text, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +196,28 @@ def _cmd_tasks(ns: argparse.Namespace) -> int:
 
     for name, task in TASKS.items():
         print(f"{name:<14} {task.language:<6} metric={task.metric:<8} reward={task.reward}  {task.description}")
+    return 0
+
+
+def _cmd_models(ns: argparse.Namespace) -> int:
+    import time
+
+    from rlft.errors import RlftError
+    from rlft.models import registry
+
+    if ns.action == "pull":
+        if not ns.names:
+            raise RlftError(f"models pull: name a model: {', '.join(registry.MODELS)}")
+        for name in ns.names:
+            start = time.perf_counter()
+            print(f"{name}: {registry.pull(name)} ({time.perf_counter() - start:.0f} s)")
+        return 0
+    if ns.names:
+        raise RlftError("models: `rlft models` takes no names; did you mean `rlft models pull NAME`?")
+    for m in registry.MODELS.values():
+        cached = f"cached in {registry.model_dir(m.name)}" if registry.is_cached(m.name) else "not cached"
+        print(f"{m.name:<14} {m.package}=={m.version}  {m.licence}  {m.download_mb} MB download, "
+              f"{m.disk_mb} MB converted  {cached}\n{'':<14} {m.description}")
     return 0
 
 

@@ -25,7 +25,8 @@ def doc(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's word
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name_or_path: str = doc("rlft-base", "Hugging Face hub name or local directory of the policy; 'rlft-base' is the bundled model.")
+    name_or_path: str = doc("rlft-base", "The policy: a Hugging Face hub name, a local directory, a .gguf file, a model rlft obtains offline (see `rlft models`, e.g. 'smollm2-135m') or 'rlft-base' (the bundled model).")
+    gguf_file: Optional[str] = doc(None, "A .gguf file inside the directory `name_or_path` (or give the .gguf path as `name_or_path`); its weights are dequantized to float.")
     kind: str = doc("auto", "Architecture family: 'auto' (from the config), 'causal' (decoder-only) or 'seq2seq' (encoder-decoder).")
     trust_remote_code: bool = doc(False, "Allow custom modelling code shipped with the checkpoint. Off unless you trust the source.")
     revision: Optional[str] = doc(None, "Hub revision (branch, tag or commit) to load.")

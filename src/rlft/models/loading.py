@@ -15,6 +15,8 @@ from torch import nn
 
 from rlft.config import ModelConfig
 from rlft.errors import RlftError
+from rlft.models import registry
+from rlft.models.gguf import gguf_source, load_gguf
 
 BUNDLED_NAME = "rlft-base"
 # The bundled model lives next to the package so that it ships in the wheel (package-data).
@@ -32,12 +34,15 @@ class Policy:
 
 
 def resolve_name(name: str) -> str:
-    """Map 'rlft-base' to the bundled directory and check that local paths exist."""
+    """Map 'rlft-base' to the bundled directory, a known model (`rlft models`) to its checked cache
+    directory (converting it on first use), and check that local paths exist."""
     if name == BUNDLED_NAME:
         if not (BUNDLED_DIR / "config.json").is_file():
             raise RlftError(f"model.name_or_path: the bundled model '{BUNDLED_NAME}' is not built yet "
                             f"(expected in {BUNDLED_DIR}); build it with `rlft pretrain` or pass a hub name")
         return str(BUNDLED_DIR)
+    if registry.known(name):
+        return str(registry.resolve(name))
     looks_local = name.startswith((".", "/", "~")) or os.sep in name and not _hub_like(name)
     if looks_local and not Path(name).expanduser().is_dir():
         raise RlftError(f"model.name_or_path: '{name}' does not exist "
@@ -52,14 +57,33 @@ def _hub_like(name: str) -> bool:
 
 def load_policy(cfg: ModelConfig, *, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> Policy:
-    """Load ``cfg.name_or_path`` (hub name, local directory or 'rlft-base') and its tokenizer.
+    """Load ``cfg.name_or_path`` (hub name, local directory, .gguf file, a known model or
+    'rlft-base') and its tokenizer.
 
     The architecture comes from the checkpoint's config: ``kind='auto'`` picks seq2seq when the
     config says ``is_encoder_decoder``. Every loading failure becomes a one-line RlftError.
     """
+    gguf = gguf_source(cfg.name_or_path, cfg.gguf_file)
+    if gguf is not None:
+        if cfg.kind == "seq2seq":
+            raise RlftError("model.kind: a GGUF file holds a decoder-only model; use 'auto' or 'causal'")
+        model, tokenizer = _load("model.name_or_path", cfg.name_or_path, load_gguf, *gguf, dtype=dtype)
+        is_seq2seq, path = False, None
+    else:
+        path = resolve_name(cfg.name_or_path)
+        model, is_seq2seq = _load_model(cfg, path, dtype)
+    model.to(device)
+    fuse_activations(model)
+
+    if cfg.tokenizer or gguf is None:
+        tokenizer = _load_tokenizer(cfg, path)
+    _fix_tokenizer(tokenizer, model, is_seq2seq, cfg.tokenizer or cfg.name_or_path)
+    return Policy(model=model, tokenizer=tokenizer, is_seq2seq=is_seq2seq, name=cfg.name_or_path)
+
+
+def _load_model(cfg: ModelConfig, path: str, dtype: torch.dtype) -> tuple[Any, bool]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    path = resolve_name(cfg.name_or_path)
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     config = _load("model.name_or_path", cfg.name_or_path, AutoConfig.from_pretrained, path, **common)
     is_seq2seq = {"auto": bool(getattr(config, "is_encoder_decoder", False)),
@@ -69,18 +93,22 @@ def load_policy(cfg: ModelConfig, *, device: str | torch.device = "cpu",
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     model = _load("model.name_or_path", cfg.name_or_path, auto.from_pretrained, path,
                   config=config, dtype=dtype, **common)
-    model.to(device)
-    fuse_activations(model)
+    return model, is_seq2seq
 
-    tok_name = cfg.tokenizer or cfg.name_or_path
-    tok_path = resolve_name(tok_name) if cfg.tokenizer else path
-    tok_common = common if not cfg.tokenizer else {"trust_remote_code": cfg.trust_remote_code}
+
+def _load_tokenizer(cfg: ModelConfig, path: str | None) -> Any:
+    """``cfg.tokenizer`` when set (a name, directory or .gguf file), else the model's at ``path``."""
     from transformers import AutoTokenizer
 
-    tokenizer = _load("model.tokenizer" if cfg.tokenizer else "model.name_or_path", tok_name,
-                      AutoTokenizer.from_pretrained, tok_path, **tok_common)
-    _fix_tokenizer(tokenizer, model, is_seq2seq, tok_name)
-    return Policy(model=model, tokenizer=tokenizer, is_seq2seq=is_seq2seq, name=cfg.name_or_path)
+    if not cfg.tokenizer:
+        return _load("model.name_or_path", cfg.name_or_path, AutoTokenizer.from_pretrained, path,
+                     revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    gguf = gguf_source(cfg.tokenizer, None, field="model.tokenizer")
+    if gguf is not None:
+        return _load("model.tokenizer", cfg.tokenizer, AutoTokenizer.from_pretrained, str(gguf[0]),
+                     gguf_file=gguf[1])
+    return _load("model.tokenizer", cfg.tokenizer, AutoTokenizer.from_pretrained,
+                 resolve_name(cfg.tokenizer), trust_remote_code=cfg.trust_remote_code)
 
 
 def _load(field: str, name: str, fn, *args, **kwargs):
