@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# run.precision=auto measures this CPU once and caches the result; keep that cache out of $HOME.
+os.environ.setdefault("RLFT_CACHE_DIR", tempfile.mkdtemp(prefix="rlft-test-cache-"))
 torch.set_num_threads(1)
 
 WORDS = "the cat sat on mat a dog ran in park hello world numbers reward policy".split()
@@ -59,6 +62,7 @@ def tiny_overrides(model_dir: Path, data: dict[str, str], out: Path, **extra: ob
         "run.steps": 3, "run.output_dir": str(out), "run.eval_every": 0, "run.save_every": 0,
         "run.progress": False, "run.tensorboard": False, "eval.max_examples": 4, "eval.batch_size": 4,
         "optim.lr": 1e-3, "run.device": "cpu", "data.max_prompt_tokens": 200,
+        "run.precision": "fp32",  # 'auto' is machine-dependent (bf16 where this CPU is faster in it)
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

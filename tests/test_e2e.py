@@ -93,10 +93,11 @@ def test_final_checkpoint_generates_same_text_causal(tmp_path, tiny_causal_dir, 
     assert [t.strip() for t in theirs] == ours
 
 
-def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dataset):
+@pytest.mark.parametrize("lora_r", [0, 4], ids=["full", "lora"])
+def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dataset, lora_r):
     from rlft.training.loop import train
 
-    common = {"run.steps": 4, "run.save_every": 2, "algo.name": "rloo", "algo.kl_coef": 0.05}
+    common = {"run.steps": 4, "run.save_every": 2, "algo.name": "rloo", "algo.kl_coef": 0.05, "lora.r": lora_r}
     full = train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "full", **common)))
     # the interrupted run: stop after step 2 (its checkpoint is written), then resume to step 4
     train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "cut", **{**common, "run.steps": 2})))
@@ -113,6 +114,13 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dat
     wa = load_file(str(full.final_dir / "model.safetensors"))
     wb = load_file(str(resumed.final_dir / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if lora_r:  # checkpoints hold the adapter alone; the adapters of both runs are equal bit for bit
+        ckpt = full.run_dir / "checkpoints" / "step-00000004"
+        assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+        aa = load_file(str(full.final_dir / "adapter" / "adapter_model.safetensors"))
+        ab = load_file(str(resumed.final_dir / "adapter" / "adapter_model.safetensors"))
+        assert aa and all(torch.equal(aa[k], ab[k]) for k in aa)
+        assert any(v.abs().max() > 0 for k, v in aa.items() if "lora_B" in k)  # the adapter trained
 
 
 def test_bad_reward_steps_are_skipped_and_counted(tmp_path, tiny_causal_dir, tiny_dataset, monkeypatch):

@@ -22,12 +22,12 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
     if split not in parts.splits:
         raise RlftError(f"config: eval.split: unknown split '{split}' (have: {', '.join(parts.splits)})")
     examples = parts.splits[split][: parts.config.eval.max_examples]
-    ref_model = None
+    reference = None
     if with_kl:
         from rlft.models.loading import load_reference
 
-        ref_model = load_reference(parts.policy, parts.config.model)
-    result = evaluate(parts, examples, ref_model=ref_model, tag=tag, split=split)
+        reference = load_reference(parts.policy, parts.config.model)
+    result = evaluate(parts, examples, reference=reference, tag=tag, split=split)
     write_eval(Path(parts.config.run.output_dir), result)
     return result
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
     from rlft.config import load_config
     from rlft.eval.bootstrap import paired_bootstrap
     from rlft.eval.evaluate import evaluate, write_eval
+    from rlft.models.loading import load_reference
     from rlft.report import bucket_table, comparison_table, write_report
     from rlft.training.loop import train
     from rlft.training.setup import build_parts
@@ -69,11 +69,9 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
 
     before = evaluate(parts, test, tag="before", split="test")
     write_eval(run_dir, before)
-    start_model = copy.deepcopy(parts.policy.model).eval()
-    for p in start_model.parameters():
-        p.requires_grad_(False)
+    start = load_reference(parts.policy)  # the policy before training, for the KL of 'after'
     result = train(config, parts)
-    after = evaluate(parts, test, ref_model=start_model, tag="after", step=result.step, split="test")
+    after = evaluate(parts, test, reference=start, tag="after", step=result.step, split="test")
     write_eval(run_dir, after)
 
     ci = paired_bootstrap(before["per_example"], after["per_example"], seed=config.run.seed)

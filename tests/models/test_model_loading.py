@@ -89,7 +89,7 @@ def test_disable_dropout_makes_training_forward_deterministic(dirs):
 def test_reference_is_a_frozen_independent_copy(dirs):
     policy = load_policy(ModelConfig(name_or_path=str(dirs["causal"])))
     policy.model.train()
-    reference = load_reference(policy, ModelConfig())
+    reference = load_reference(policy, ModelConfig()).model
     assert not reference.training
     assert not any(p.requires_grad for p in reference.parameters())
     assert all(p.requires_grad for p in policy.model.parameters())

@@ -263,3 +263,22 @@ def test_choose_never_returns_a_zero_probability_token(monkeypatch):
     assert choose(logits, 1.0, 1.0, 0, None).tolist() == [3]
     assert choose(logits, 1.0, 1.0, 2, None).tolist() == [3]    # top-k leaves -inf on tokens 0, 2, 4, 5
     assert choose(logits, 1.0, 0.5, 0, None).tolist() == [3]    # the nucleus keeps token 3 alone
+
+
+def test_seq2seq_sampling_ignores_forced_and_suppressed_tokens_of_the_generation_config(seq2seq):
+    # The loss scores the model's own distribution; a generation config that forces the first and
+    # last tokens or suppresses some (BART, Marian, Whisper checkpoints do) must not reshape sampling.
+    sampler = PlainSampler(seq2seq, max_prompt_tokens=64)
+    free = _sample(sampler, 0, group_size=16, max_new_tokens=5)
+    common = torch.bincount(free.completion_ids[free.completion_mask > 0], minlength=8).topk(2).indices.tolist()
+    config = seq2seq.model.generation_config
+    saved = {k: getattr(config, k, None) for k in ("forced_bos_token_id", "forced_eos_token_id", "suppress_tokens")}
+    config.forced_bos_token_id, config.forced_eos_token_id, config.suppress_tokens = 7, EOS, common
+    try:
+        r = _sample(sampler, 0, group_size=16, max_new_tokens=5)
+    finally:
+        for k, v in saved.items():
+            setattr(config, k, v)
+    assert torch.equal(r.completion_ids, free.completion_ids)  # same seed, same draws as without them
+    assert (r.completion_ids[:, 0] != 7).any()
+    assert torch.isin(r.completion_ids, torch.tensor(common)).any()

@@ -133,7 +133,13 @@ def test_resolve_device():
             resolve_device("cuda:0")
 
 
-def test_precision_and_autocast_on_cpu():
+def test_precision_and_autocast_on_cpu(monkeypatch, request):
+    from rlft.training import runtime
+
+    # 'auto' on a CPU is measured (tests/training/test_precision.py); here: a CPU slow in bf16
+    monkeypatch.setattr(runtime, "cpu_matmul_timings", lambda: {"fp32_s": 1.0, "bf16_s": 30.0})
+    runtime._auto_cpu_precision.cache_clear()
+    request.addfinalizer(runtime._auto_cpu_precision.cache_clear)  # no faked choice for later tests
     cpu = torch.device("cpu")
     assert resolved_precision(cpu, "auto") == "fp32"
     assert resolved_precision(cpu, "bf16") == "bf16"

@@ -18,8 +18,9 @@ from rlft.data.example import Example
 
 
 @torch.no_grad()
-def greedy_kl(policy_model: Any, ref_model: Any, rollout: Any, *, is_seq2seq: bool) -> float:
+def greedy_kl(policy_model: Any, reference: Any, rollout: Any, *, is_seq2seq: bool) -> float:
     """Mean per-token KL(pi || pi_ref) along the greedy outputs, exact over the vocabulary.
+    ``reference`` is a ``rlft.models.reference.Reference`` (with LoRA: the policy, adapter off).
 
     A sample-based estimate would be biased on greedy (argmax) tokens; here both full
     next-token distributions are compared at every generated position.
@@ -30,7 +31,8 @@ def greedy_kl(policy_model: Any, ref_model: Any, rollout: Any, *, is_seq2seq: bo
     if mask.sum() == 0:
         return 0.0
     logp = completion_token_logprobs(policy_model, rollout, is_seq2seq=is_seq2seq)  # (N, T, V)
-    logq = completion_token_logprobs(ref_model, rollout, is_seq2seq=is_seq2seq)     # (N, T, V)
+    with reference.active() as ref_model:
+        logq = completion_token_logprobs(ref_model, rollout, is_seq2seq=is_seq2seq)  # (N, T, V)
     kl = (logp.exp() * (logp - logq)).sum(-1)                                      # (N, T)
     return float((kl * mask).sum() / mask.sum())
 
@@ -39,7 +41,7 @@ def evaluate(
     parts: Any,
     examples: Sequence[Example],
     *,
-    ref_model: Any = None,
+    reference: Any = None,
     tag: str = "eval",
     step: int = 0,
     split: str = "validation",
@@ -48,7 +50,7 @@ def evaluate(
     """Greedy-decode ``examples`` in batches and score them.
 
     Returns the report's eval dict: metric (0-100, mean of sentence scores) with per-example
-    scores, a second metric, mean reward, KL to ``ref_model`` (None without one), mean length,
+    scores, a second metric, mean reward, KL to ``reference`` (None without one), mean length,
     truncation rate, traffic buckets and stratified scores, and sample outputs.
     """
     from rlft.rewards import METRICS, score
@@ -72,10 +74,10 @@ def evaluate(
         result = score(parts.reward_fn, [ex.prompt for ex in batch], rollout.texts,
                        [ex.references for ex in batch], truncated=rollout.truncated.tolist())
         rewards.extend(result.rewards if result.rewards is not None else [math.nan] * len(batch))
-        if ref_model is not None:
+        if reference is not None:
             with parts.autocast():
                 n_tok = float(rollout.completion_mask.sum())
-                kl_sum += greedy_kl(policy.model, ref_model, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
+                kl_sum += greedy_kl(policy.model, reference, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
                 kl_tokens += n_tok
     refs = [ex.references for ex in examples]
     per_example = METRICS[metric_name].sentence(outputs, refs)

@@ -31,6 +31,12 @@ class Policy:
     tokenizer: Any          # a transformers tokenizer, padding side fixed for the architecture
     is_seq2seq: bool        # encoder-decoder (prompt -> encoder, completion -> decoder)
     name: str               # what the user asked for: hub name, directory or 'rlft-base'
+    adapter: Any = None     # the peft.PeftModel around `model` when LoRA is on (rlft.models.lora)
+
+    @property
+    def trainable(self) -> Any:
+        """What training changes and checkpoints hold: the LoRA adapter when there is one, else the model."""
+        return self.adapter if self.adapter is not None else self.model
 
 
 def resolve_name(name: str) -> str:
@@ -184,15 +190,21 @@ def fuse_activations(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> nn.Module:
-    """A frozen copy of the policy as it is now (call before the first update).
+def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> "Reference":
+    """The frozen starting policy (call before the first update): ``with ref.active() as m: m(...)``.
 
     ``cfg`` is accepted for a future separate reference checkpoint; today the reference is always
     the starting policy, which is what the KL penalty of RLHF-style training measures against.
+    With LoRA that is the policy with its adapter switched off (the base weights never train; for
+    parts reused after an earlier LoRA run it is the base model, not that run's result).
     """
+    from rlft.models.reference import Reference
+
+    if policy.adapter is not None:
+        return Reference(policy.model, policy.adapter.disable_adapter)
     reference = copy.deepcopy(policy.model)
     reference.requires_grad_(False)
-    return reference.eval()
+    return Reference(reference.eval())
 
 
 # ---------------------------------------------------------------------------------------------

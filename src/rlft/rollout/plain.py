@@ -180,10 +180,15 @@ class PlainSampler:
         if temperature > 0:
             settings = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
         # Explicit neutral values: a checkpoint's generation_config (BART: no_repeat_ngram_size=3,
-        # num_beams=4, ...) would otherwise change the distribution that is sampled.
+        # num_beams=4, forced_bos_token_id, forced_eos_token_id; Whisper/Marian: suppress_tokens)
+        # would otherwise change the distribution that is sampled from the one the loss scores.
         settings.update(num_beams=1, num_return_sequences=group_size, max_new_tokens=max_new_tokens,
-                        min_new_tokens=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                        encoder_no_repeat_ngram_size=0, eos_token_id=self._eos_ids(),
+                        min_new_tokens=0, min_length=0, repetition_penalty=1.0, no_repeat_ngram_size=0,
+                        encoder_no_repeat_ngram_size=0, encoder_repetition_penalty=1.0,
+                        forced_bos_token_id=None, forced_eos_token_id=None, suppress_tokens=None,
+                        begin_suppress_tokens=None, bad_words_ids=None, sequence_bias=None,
+                        exponential_decay_length_penalty=None, typical_p=1.0, min_p=None,
+                        epsilon_cutoff=0.0, eta_cutoff=0.0, eos_token_id=self._eos_ids(),
                         pad_token_id=self._pad_id())
         if generator is None:
             sequences = model.generate(input_ids=ids, attention_mask=mask, **settings)

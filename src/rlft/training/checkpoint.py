@@ -4,6 +4,8 @@ Layout of ``run_dir/checkpoints/step-00000050/``::
 
     config.json, model.safetensors (or shards + model.safetensors.index.json), generation_config.json
     tokenizer files            -> the directory loads with plain ``from_pretrained``
+                                  (LoRA: adapter_config.json + adapter_model.safetensors instead of
+                                  the model files; loads with ``PeftModel.from_pretrained``)
     optimizer.pt, scheduler.pt -> ``state_dict()`` of each
     rng.pt                     -> Python, NumPy, torch CPU/CUDA RNG states and named torch.Generators
     trainer_state.json         -> step and the JSON-serializable entries of the loop's state
@@ -39,18 +41,27 @@ def _remove(path: Path) -> None:
     remove_dir(path, marker=COMPLETE)
 
 
-def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path) -> None:
+def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merged: bool = False) -> None:
+    """``model.save_pretrained`` + the tokenizer. A LoRA ``PeftModel`` saves its adapter alone, or with
+    ``merged`` the base model with the adapter merged in (plus the adapter in ``adapter/``)."""
     from transformers.utils import logging as hf_logging
+
+    from rlft.models.loading import restore_dropout_in_saved_config
+    from rlft.models.lora import is_adapter, save_merged
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     # transformers >= 5 shows a "Writing model shards" bar that would break the loop's live progress bar.
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(directory, safe_serialization=True)
+        if merged and is_adapter(model):
+            save_merged(model, directory)
+        else:
+            model.save_pretrained(directory, safe_serialization=True)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    restore_dropout_in_saved_config(model, directory)  # the RL loop zeroed it in memory only
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 
@@ -141,8 +152,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, t
 
 
 def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final") -> Path:
-    """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory)."""
-    return write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d))
+    """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory;
+    for a LoRA adapter the merged model, with the adapter alone in ``{name}/adapter/``)."""
+    return write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d, merged=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +287,12 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None, optimize
         hint = "; pass latest_checkpoint(run_dir) for a run directory" if (path / "checkpoints").is_dir() else ""
         raise RlftError(f"{path}: not a complete checkpoint (no {COMPLETE} marker){hint}")
     if model is not None:
-        _load_weights(path, model)
+        from rlft.models.lora import is_adapter, load_adapter_weights
+
+        if is_adapter(model):
+            load_adapter_weights(model, path)
+        else:
+            _load_weights(path, model)
     # weights_only=True: these files hold tensors, numbers and containers only.
     for obj, name in ((optimizer, "optimizer.pt"), (scheduler, "scheduler.pt")):
         if obj is None:

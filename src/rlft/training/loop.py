@@ -57,7 +57,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     algo = ALGORITHMS[algo_cfg.name]
     policy, model = parts.policy, parts.policy.model
     disable_dropout(model)
-    ref_model = load_reference(policy, config.model) if algo_cfg.kl_coef > 0 else None
+    reference = load_reference(policy, config.model) if algo_cfg.kl_coef > 0 else None  # rlft.models.reference
     train_set = parts.splits["train"]
     val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
     run_dir = Path(run.output_dir)
@@ -87,7 +87,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     state: dict[str, Any] = {"algo": {}, "skipped": 0, "consecutive_skips": 0}
 
     stateful = {"prompt_sampler": prompt_sampler, "tail_guard": guard}  # saved in, and resumed from, 'extra'
-    resumed = resume_latest(run_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+    resumed = resume_latest(run_dir, model=policy.trainable, optimizer=optimizer, scheduler=scheduler,
                             generators={"rollout": gen}, state=state, stateful=stateful) if run.resume else None
     start_step = resumed or 0
     save_resolved_config(run_dir, config_dict(config))
@@ -95,7 +95,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     result = RunResult(run_dir, start_step, None)
 
     def run_eval(step: int) -> None:
-        ev = evaluate(parts, val_set, ref_model=ref_model, tag=f"step-{step:08d}", step=step)
+        ev = evaluate(parts, val_set, reference=reference, tag=f"step-{step:08d}", step=step)
         logger.log(step, "validation", log_summary(ev))
         for s in ev["samples"]:
             logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
@@ -152,7 +152,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
                                      scale_rewards=algo_cfg.scale_rewards).reshape(-1)           # (N,)
         weights = prompt_sampler.loss_weights(idx).repeat_interleave(ro.group_size).float()   # (N,)
         # 5. update
-        stats = _update(model, ref_model, rollout, advantages, weights, config, parts, optimizer, scheduler,
+        stats = _update(model, reference, rollout, advantages, weights, config, parts, optimizer, scheduler,
                         algo.clip, completion_logprobs, rl_loss)
         # 6. log, evaluate, checkpoint
         step_time = time.perf_counter() - t0
@@ -174,18 +174,18 @@ def train(config: Config, parts: Any = None) -> RunResult:
         if (run.eval_every and step % run.eval_every == 0 or step == run.steps) and val_set:
             run_eval(step)
         if run.save_every and step % run.save_every == 0 or step == run.steps:
-            save_checkpoint(run_dir, step, model=model, tokenizer=policy.tokenizer, optimizer=optimizer,
+            save_checkpoint(run_dir, step, model=policy.trainable, tokenizer=policy.tokenizer, optimizer=optimizer,
                             scheduler=scheduler, state={
                                 "state": _jsonable(state), "generators": {"rollout": gen},
                                 "extra": {name: obj.state_dict() for name, obj in stateful.items()}})
             prune_checkpoints(run_dir, run.keep_checkpoints)
     progress.close()
-    result.final_dir = export_final(run_dir, model, policy.tokenizer)
+    result.final_dir = export_final(run_dir, policy.trainable, policy.tokenizer)
     logger.close()
     return result
 
 
-def _update(model, ref_model, rollout, advantages, weights, config, parts, optimizer, scheduler,
+def _update(model, reference, rollout, advantages, weights, config, parts, optimizer, scheduler,
             clip, completion_logprobs, rl_loss) -> dict[str, float]:
     """``updates_per_batch`` optimizer steps on one batch of rollouts, in ``grad_accum`` micro-batches.
 
@@ -198,9 +198,10 @@ def _update(model, ref_model, rollout, advantages, weights, config, parts, optim
     chunks = [c for c in torch.arange(n).chunk(config.optim.grad_accum) if len(c)]
     ref_lp = old_lp = None
     with torch.no_grad(), parts.autocast():
-        if ref_model is not None:
-            ref_lp = torch.cat([completion_logprobs(ref_model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
-                                for c in chunks]).float()
+        if reference is not None:
+            with reference.active() as ref_model:
+                ref_lp = torch.cat([completion_logprobs(ref_model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
+                                    for c in chunks]).float()
         if algo_cfg.updates_per_batch > 1:  # the policy before this batch's first update
             old_lp = torch.cat([completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
                                 for c in chunks]).float()

@@ -6,7 +6,9 @@ Everything here is single-process; the training loops call it once at start-up.
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -62,8 +64,90 @@ def resolved_precision(device: torch.device, precision: str) -> str:
     if precision not in PRECISIONS:
         raise RlftError(f"config: run.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "auto":
+        if device.type == "cpu":
+            return _auto_cpu_precision(torch.get_num_threads())
         return "bf16" if _native_bf16(device) else "fp32"
     return precision
+
+
+# ---------------------------------------------------------------------------------------------
+# run.precision=auto on a CPU: measured, because CPUs differ 60x in bf16 speed relative to fp32.
+# With AVX512-BF16/AMX a bf16 matmul is ~2x fp32; without, PyTorch's bf16 fallback is ~30x slower.
+
+BF16_MARGIN = 1.2  # bf16 rounds every matmul; take it only where it is clearly faster
+CPU_PRECISION_FILE = "cpu_precision.json"
+
+
+def choose_cpu_precision(fp32_s: float, bf16_s: float, margin: float = BF16_MARGIN) -> str:
+    """``'bf16'`` (autocast, fp32 master weights) where a bf16 matmul takes ``margin`` times less
+    time than fp32, else ``'fp32'``."""
+    return "bf16" if bf16_s > 0 and fp32_s / bf16_s > margin else "fp32"
+
+
+def time_matmul(dtype: torch.dtype, n: int = 512, repeats: int = 5) -> float:
+    """Seconds for one (n, n) @ (n, n) matmul in ``dtype``: the best of ``repeats`` after a warm-up."""
+    import time
+
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+    a @ b  # first call builds the kernel (oneDNN primitive)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_key() -> str:
+    """What the bf16/fp32 speed ratio depends on: CPU model, torch version, thread count."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def cpu_matmul_timings(measure=time_matmul, path: Path | None = None) -> dict[str, float]:
+    """``{'fp32_s', 'bf16_s'}`` for this machine: measured once, then read from
+    ``rlft.cache.cache_dir()/cpu_precision.json`` (keyed by :func:`machine_key`)."""
+    import json
+
+    from rlft.cache import cache_dir
+
+    path = path or cache_dir() / CPU_PRECISION_FILE
+    key = machine_key()
+    try:
+        cached = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached.get(key), dict) and {"fp32_s", "bf16_s"} <= set(cached[key]):
+        return cached[key]
+    cached = cached if isinstance(cached, dict) else {}
+    cached[key] = {"fp32_s": measure(torch.float32), "bf16_s": measure(torch.bfloat16)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(cached, indent=1) + "\n")
+    except OSError:  # a read-only home: measure again next time
+        pass
+    return cached[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _auto_cpu_precision(threads: int) -> str:
+    """The measured choice, printed once per process (and per thread count)."""
+    import sys
+
+    t = cpu_matmul_timings()
+    choice = choose_cpu_precision(t["fp32_s"], t["bf16_s"])
+    speed = t["fp32_s"] / t["bf16_s"] if t["bf16_s"] > 0 else float("nan")
+    print(f"run.precision=auto: {choice} on this CPU (a bf16 matmul runs at {speed:.2f}x fp32 speed, "
+          f"{threads} threads; bf16 autocast needs > {BF16_MARGIN}x)", file=sys.stderr)
+    return choice
 
 
 def autocast_context(device: torch.device, precision: str) -> ContextManager:

@@ -92,12 +92,18 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
 def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     """Seed every RNG from ``run.seed``, then build the parts, or reuse ``parts`` (its loaded model,
     data, reward and sampler) with every other setting taken from ``config``, task defaults applied."""
+    from rlft.models.lora import apply_lora
     from rlft.training.runtime import seed_everything
 
     seed_everything(config.run.seed)  # before building, so model init and data shuffles repeat
     if parts is None:
-        return build_parts(config)
-    parts.config = apply_task_defaults(config)
+        parts = build_parts(config)
+    else:
+        parts.config = apply_task_defaults(config)
+    # The resolved config says what ran: 'auto' becomes the precision it chose on this machine.
+    parts.config = with_overrides(parts.config, run={"precision": parts.precision})
+    # The one place LoRA goes on, for `rlft train` and `rlft sft` alike (`lora.r=0`: no-op).
+    apply_lora(parts.policy, parts.config.lora)
     return parts
 
 

@@ -77,7 +77,7 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     scheduler = build_scheduler(optimizer, config.optim, total)
     order_gen = torch.Generator().manual_seed(run.seed)
     state: dict[str, Any] = {"best_metric": None, "best_step": None}
-    resumed = resume_latest(run_dir, model=model, optimizer=optimizer, scheduler=scheduler,
+    resumed = resume_latest(run_dir, model=policy.trainable, optimizer=optimizer, scheduler=scheduler,
                             generators={"order": order_gen}, state=state) if run.resume else None
     start = resumed or 0
     save_resolved_config(run_dir, config_dict(config))
@@ -99,7 +99,7 @@ def sft(config: Config, parts: Any = None) -> RunResult:
         result.evals.append(ev)
         if state["best_metric"] is None or ev["metric"] > state["best_metric"]:
             state["best_metric"], state["best_step"] = ev["metric"], step
-            export_final(run_dir, model, policy.tokenizer, name="best")
+            export_final(run_dir, policy.trainable, policy.tokenizer, name="best")
         progress.write(f"step {step}: validation {ev['metric_name']} {ev['metric']:.2f} "
                        f"(best {state['best_metric']:.2f} at step {state['best_step']})")
 
@@ -140,7 +140,7 @@ def sft(config: Config, parts: Any = None) -> RunResult:
         stop = (config.sft.patience > 0 and state["best_step"] is not None and run.eval_every > 0
                 and step - state["best_step"] >= config.sft.patience * run.eval_every)
         if run.save_every and step % run.save_every == 0 or step == total or stop:
-            save_checkpoint(run_dir, step, model=model, tokenizer=policy.tokenizer, optimizer=optimizer,
+            save_checkpoint(run_dir, step, model=policy.trainable, tokenizer=policy.tokenizer, optimizer=optimizer,
                             scheduler=scheduler, state={"state": dict(state), "generators": {"order": order_gen}})
             prune_checkpoints(run_dir, run.keep_checkpoints)
         if stop:
@@ -149,6 +149,6 @@ def sft(config: Config, parts: Any = None) -> RunResult:
             break
     progress.close()
     model.eval()
-    result.final_dir = export_final(run_dir, model, policy.tokenizer)
+    result.final_dir = export_final(run_dir, policy.trainable, policy.tokenizer)
     logger.close()
     return result

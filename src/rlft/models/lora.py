@@ -1,0 +1,148 @@
+"""LoRA through PEFT: adapters on the attention and MLP projections, and their checkpoints.
+
+``apply_lora`` wraps ``policy.model`` with a ``peft.PeftModel`` kept in ``policy.adapter``. PEFT
+injects its layers into the transformers module in place, so ``policy.model`` stays the module
+the sampler and ``completion_logprobs`` call (its forward keeps ``logits_to_keep`` and the KV
+cache argument); only the adapter's parameters require grad. The KL reference is the same
+module with the adapter switched off (``rlft.models.reference``), not a second copy.
+
+peft is imported inside the functions: ``import rlft`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlft.config import LoraConfig
+from rlft.errors import RlftError
+
+ADAPTER_DIR = "adapter"          # final/adapter/: the adapter alone, next to the merged model
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+# Attention and MLP projections by family; 'auto' takes those the model has. A model with none of
+# them gets every linear layer but its output head.
+_PROJECTIONS = frozenset({
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",   # Llama, Mistral, Qwen, SmolLM
+    "c_attn", "c_proj", "c_fc",                                                    # GPT-2
+    "q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1",                                # T5
+    "out_proj", "fc1", "fc2",                                                      # BART, OPT
+    "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h",                  # GPT-NeoX, Falcon
+})
+
+
+def _linear_names(model: nn.Module) -> set[str]:
+    """Leaf names of the linear layers (``nn.Linear`` and GPT-2's ``Conv1D``), output head excluded."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names = set()
+    for name, module in model.named_modules():
+        if module is head or not name:
+            continue
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            names.add(name.rsplit(".", 1)[-1])
+    return names
+
+
+def target_modules(model: nn.Module, spec: str) -> list[str]:
+    """The module names that get adapters: ``spec='auto'`` or a comma list, checked against ``model``."""
+    found = _linear_names(model)
+    if spec.strip() == "auto":
+        known = found & _PROJECTIONS
+        return sorted(known or found)
+    wanted = [m.strip() for m in spec.split(",") if m.strip()]
+    missing = [m for m in wanted if m not in found]
+    if missing:
+        raise RlftError(f"config: lora.target_modules: no linear layer named {', '.join(map(repr, missing))} "
+                        f"in the model (it has: {', '.join(sorted(found))})")
+    return wanted
+
+
+def apply_lora(policy: Any, cfg: LoraConfig) -> None:
+    """Put a fresh LoRA adapter (B = 0, so the policy is unchanged) on ``policy.model`` in place.
+
+    Leaves every base weight frozen. Idempotent: a policy that has an adapter keeps it (parts
+    reused across runs continue training it).
+    """
+    if cfg.r == 0 or policy.adapter is not None:
+        return
+    try:
+        from peft import LoraConfig as PeftLoraConfig
+        from peft import get_peft_model
+    except ImportError:
+        raise RlftError("config: lora.r > 0 needs the peft package: pip install 'rlft[lora]'") from None
+
+    targets = target_modules(policy.model, cfg.target_modules)
+    conv1d = any(type(m).__name__ == "Conv1D" for n, m in policy.model.named_modules()
+                 if n.rsplit(".", 1)[-1] in targets)
+    peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
+                              fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
+                              task_type="SEQ_2_SEQ_LM" if policy.is_seq2seq else "CAUSAL_LM")
+    with warnings.catch_warnings():  # peft reads a property that transformers 5 deprecated
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        adapter = get_peft_model(policy.model, peft_cfg)
+    assert adapter.get_base_model() is policy.model  # injected in place: callers keep their module
+    policy.adapter = adapter
+
+
+def is_adapter(model: Any) -> bool:
+    """Whether ``model`` is a ``peft.PeftModel`` (never imports peft: without it, nothing is one)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
+def load_adapter_weights(adapter: Any, directory: str | Path) -> None:
+    """Copy the adapter weights saved in ``directory`` into ``adapter`` in place (its optimizer
+    keeps pointing at the same tensors)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(directory) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        raise RlftError(f"{directory}: no {ADAPTER_WEIGHTS} in the checkpoint (was it saved with lora.r=0?)")
+    result = set_peft_model_state_dict(adapter, load_file(str(path), device="cpu"))
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        keys = missing or result.unexpected_keys
+        raise RlftError(f"{path}: adapter weights do not fit this run's lora settings ({', '.join(keys[:3])})")
+
+
+def merged_state_dict(adapter: Any) -> dict[str, torch.Tensor]:
+    """The base model's state dict with every adapter merged in: W + (alpha / r) B @ A.
+
+    Computed beside the model, not by ``merge_adapter``/``unmerge_adapter``: W + BA - BA is not W
+    bit for bit, and training goes on after an export of ``best/``. The merged tensors are new;
+    untouched ones are shared with the model (tied weights stay tied).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    model = adapter.get_base_model()
+    name = adapter.active_adapter
+    merged = {}
+    for prefix, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        if getattr(module, "use_dora", {}).get(name) or getattr(module, "lora_bias", {}).get(name):
+            raise RlftError("lora: merging DoRA or LoRA-bias adapters is not supported")
+        base = module.get_base_layer()
+        with torch.no_grad():
+            merged[f"{prefix}.weight"] = base.weight + module.get_delta_weight(name).to(base.weight.dtype)
+    out = {}
+    for key, tensor in model.state_dict().items():
+        if "lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        out[key] = merged.get(key, tensor)
+    return out
+
+
+def save_merged(adapter: Any, directory: Path) -> None:
+    """``directory``: the merged model (loads with plain ``from_pretrained``) and, in ``adapter/``,
+    the adapter alone (loads with ``PeftModel.from_pretrained`` on the base model)."""
+    model = adapter.get_base_model()
+    model.save_pretrained(directory, state_dict=merged_state_dict(adapter), safe_serialization=True)
+    adapter.save_pretrained(directory / ADAPTER_DIR, safe_serialization=True)
