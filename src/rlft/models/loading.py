@@ -159,10 +159,27 @@ def disable_dropout(model: nn.Module) -> nn.Module:
                 setattr(module, attr, 0.0)
     config = getattr(model, "config", None)
     if config is not None:
+        saved = model.__dict__.setdefault("_rlft_dropout", {})  # the model's own values, for export
         for attr, value in list(config.to_dict().items()):
             if ("dropout" in attr or attr.endswith("_pdrop")) and isinstance(value, float):
+                saved.setdefault(attr, value)
                 setattr(config, attr, 0.0)
     return model
+
+
+def restore_dropout_in_saved_config(model: nn.Module, directory: Path) -> None:
+    """Write the dropout values ``disable_dropout`` zeroed back into ``directory/config.json``:
+    an exported model keeps the dropout it came with (for fine-tuning it further), while the
+    in-memory config stays zeroed for the RL loop."""
+    import json
+
+    saved = getattr(model, "_rlft_dropout", None)
+    path = Path(directory) / "config.json"
+    if not saved or not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.update({k: v for k, v in saved.items() if k in config})
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def fuse_activations(model: nn.Module) -> nn.Module:
