@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlft.errors import RlftError
-from rlft.rewards import REWARDS, RewardResult, build_reward, score
+from rlft.rewards import REWARDS, Component, RewardResult, build_reward, score
 from rlft.rewards.registry import parse_spec
 
 P2 = ["p", "p"]
@@ -181,7 +181,7 @@ def _named(name, fn):
 
 def test_score_ok_and_numpy_output():
     res = score(build_reward("exact_match"), P2, ["a", "b"], [("a",), ("c",)])
-    assert res == RewardResult([1.0, 0.0], None)
+    assert res == RewardResult([1.0, 0.0], None, [Component("exact_match", 1.0, [1.0, 0.0])])
     res = score(_named("np", lambda p, c, r, **m: np.array([0.5, 1.0], dtype=np.float32)), P2, ["a", "b"], [("a",)] * 2)
     assert res.rewards == [0.5, 1.0] and all(type(v) is float for v in res.rewards)
 
@@ -213,6 +213,20 @@ def test_score_rejects_bad_output(values, error):
 def test_score_names_the_failing_term_of_a_sum(user_module):
     res = score(build_reward(f"chrf + 0.1*{user_module}:short"), P2, ["a", "b"], [("a",)] * 2)
     assert res == RewardResult(None, f"reward '{user_module}:short' returned 1 values for 2 completions")
+
+
+def test_score_reports_each_component_of_a_sum():
+    r = build_reward("0.8*chrf + 0.2*placeholders - length_penalty")
+    res = score(r, P3, COMPLETIONS, REFERENCES)
+    chrf = REWARDS["chrf"](P3, COMPLETIONS, REFERENCES)
+    ph = REWARDS["placeholders"](P3, COMPLETIONS, REFERENCES)
+    lpen = REWARDS["length_penalty"](P3, COMPLETIONS, REFERENCES)
+    assert [(c.name, c.weight) for c in res.components] == [("chrf", 0.8), ("placeholders", 0.2),
+                                                            ("length_penalty", -1.0)]
+    assert res.components[1].values == ph and res.components[2].values == lpen
+    # the total is the weighted sum of the components, and what calling the reward returns
+    assert res.rewards == pytest.approx([0.8 * a + 0.2 * b - c for a, b, c in zip(chrf, ph, lpen)], abs=1e-12)
+    assert res.rewards == pytest.approx(r(P3, COMPLETIONS, REFERENCES), abs=1e-12)
 
 
 def test_score_lets_configuration_errors_through():

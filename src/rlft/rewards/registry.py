@@ -21,7 +21,7 @@ import math
 import numbers
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rlft.errors import RlftError
@@ -121,11 +121,17 @@ REWARDS: dict[str, RewardFn] = {
 
 
 class Reward:
-    """What ``build_reward`` returns: a reward function with a readable name."""
+    """What ``build_reward`` returns: a reward function with a readable name.
 
-    def __init__(self, name: str, fn: Callable[..., Sequence[float]]):
+    ``terms`` holds the (weight, reward) pairs of a weighted sum, so that ``score`` can report
+    each component; it is empty for a single reward.
+    """
+
+    def __init__(self, name: str, fn: Callable[..., Sequence[float]],
+                 terms: Sequence[tuple[float, Reward]] = ()):
         self.__name__ = name
         self.fn = fn
+        self.terms = tuple(terms)
 
     def __call__(self, prompts, completions, references, **meta) -> list[float]:
         return self.fn(prompts, completions, references, **meta)
@@ -158,12 +164,26 @@ def check_output(name: str, values: Any, n: int) -> list[float]:
     return [float(v) for v in values]
 
 
+@dataclass(frozen=True)
+class Component:
+    """One term of a reward: its name, its weight in the sum and its unweighted values (N,)."""
+
+    name: str
+    weight: float
+    values: list[float]
+
+
 @dataclass
 class RewardResult:
-    """One batch's rewards, or why there are none (the training step is then skipped)."""
+    """One batch's rewards, or why there are none (the training step is then skipped).
+
+    ``rewards`` (N,) is the weighted sum of ``components``; a single reward is one component of
+    weight 1. ``components`` is empty when there is an ``error``.
+    """
 
     rewards: list[float] | None
     error: str | None = None
+    components: list[Component] = field(default_factory=list)
 
 
 def score(reward_fn: RewardFn, prompts: list[str], completions: list[str],
@@ -172,12 +192,17 @@ def score(reward_fn: RewardFn, prompts: list[str], completions: list[str],
 
     Any exception becomes a one-line ``error``, as does output that is not one finite real
     number per completion. RlftError still propagates: it reports a setup problem (such as
-    a missing package) that skipping steps would only hide.
+    a missing package) that skipping steps would only hide. A weighted sum from
+    ``build_reward`` is scored term by term, so the result carries each component.
     """
     name = reward_name(reward_fn)
     try:
-        values = reward_fn(prompts, completions, references, **meta)
-        rewards = check_output(name, values, len(completions))
+        if isinstance(reward_fn, Reward) and reward_fn.terms:
+            components = _components(reward_fn.terms, prompts, completions, references, **meta)
+            rewards = _total(components, len(completions))
+        else:
+            rewards = check_output(name, reward_fn(prompts, completions, references, **meta), len(completions))
+            components = [Component(name, 1.0, rewards)]
     except RlftError:
         raise
     except RewardOutputError as err:
@@ -187,7 +212,7 @@ def score(reward_fn: RewardFn, prompts: list[str], completions: list[str],
     bad = sum(not math.isfinite(r) for r in rewards)
     if bad:
         return RewardResult(None, f"reward '{name}' returned NaN/inf for {bad} of {len(rewards)} completions")
-    return RewardResult(rewards)
+    return RewardResult(rewards, None, components)
 
 
 def _short(s: str, limit: int = 200) -> str:
@@ -274,13 +299,22 @@ def _check_embedding_installed() -> None:
         raise RlftError(f"reward.spec: reward 'embedding' needs the all-MiniLM-L6-v2 model; run `{INSTALL_HINT}`")
 
 
+def _components(terms: Sequence[tuple[float, Reward]], prompts, completions, references,
+                **meta) -> list[Component]:
+    return [Component(fn.__name__, w, check_output(fn.__name__, fn(prompts, completions, references, **meta),
+                                                   len(completions))) for w, fn in terms]
+
+
+def _total(components: Sequence[Component], n: int) -> list[float]:
+    out = [0.0] * n
+    for c in components:
+        out = [o + c.weight * v for o, v in zip(out, c.values)]
+    return out
+
+
 def _weighted_sum(terms: list[tuple[float, Reward]]) -> Callable[..., list[float]]:
     def total(prompts, completions, references, **meta) -> list[float]:
-        out = [0.0] * len(completions)
-        for w, fn in terms:
-            values = check_output(fn.__name__, fn(prompts, completions, references, **meta), len(completions))
-            out = [o + w * v for o, v in zip(out, values)]
-        return out
+        return _total(_components(terms, prompts, completions, references, **meta), len(completions))
 
     return total
 
@@ -305,4 +339,4 @@ def build_reward(spec: str, *, cjk: str = "auto", target_length_ratio: float = 1
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
     name = "".join(_term_text(i, w, fn.__name__) for i, (w, fn) in enumerate(terms))
-    return Reward(name, _weighted_sum(terms))
+    return Reward(name, _weighted_sum(terms), terms)
