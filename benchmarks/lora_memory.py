@@ -1,0 +1,134 @@
+"""Peak memory and seconds per step of full vs LoRA RL fine-tuning of one model.
+
+```
+python benchmarks/lora_memory.py                          # smollm2-135m, 4 steps per mode
+python benchmarks/lora_memory.py --model path/to/model --steps 3 --lora-r 8 --out benchmarks/results/x.json
+```
+
+Each mode runs ``rlft.training.loop.train`` in its own subprocess, so its peak RSS (``ru_maxrss``)
+is its own: full fine-tuning holds the weights, their gradients, two AdamW moments and, with a KL
+penalty, a frozen reference copy; LoRA holds the weights once plus a small adapter and its optimizer
+state (the reference is the same model with the adapter off). s/step is the median over the steps
+after the first (which pays one-time allocation). The prompts are synthetic (copy a few words), so
+the benchmark needs no dataset; only memory and speed are measured, not learning. Writes
+``benchmarks/results/lora_memory.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "the cat sat on a mat while two dogs ran in the park and birds sang over the quiet river".split()
+
+
+def write_prompts(work: Path) -> dict[str, str]:
+    """Disjoint train / validation / test files of 'Repeat: <words> <i>' prompts."""
+    files = {}
+    for split, (start, n) in {"train": (0, 64), "validation": (64, 4), "test": (68, 4)}.items():
+        rows = []
+        for i in range(start, start + n):
+            words = [WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(4 + i % 5)] + [str(i)]
+            rows.append({"prompt": "Repeat: " + " ".join(words), "reference": " ".join(words)})
+        files[split] = str(work / f"{split}.jsonl")
+        Path(files[split]).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return files
+
+
+def worker(spec: dict) -> dict:
+    """One run in this process: ``spec['mode']`` is 'full' or 'lora'."""
+    from rlft.config import load_config
+    from rlft.training.loop import train
+
+    out = Path(spec["work"]) / spec["mode"]
+    settings = {
+        "model.name_or_path": spec["model"], "data.train": spec["data"]["train"],
+        "data.validation": spec["data"]["validation"], "data.test": spec["data"]["test"], "reward.spec": "chrf", "algo.name": "rloo", "algo.kl_coef": spec["kl_coef"],
+        "rollout.prompts_per_step": spec["prompts"], "rollout.group_size": spec["group"],
+        "rollout.max_new_tokens": spec["new_tokens"], "run.steps": spec["steps"], "run.output_dir": str(out),
+        "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
+        "run.threads": spec["threads"], "run.precision": spec["precision"], "run.device": "cpu",
+        "eval.max_examples": 1, "optim.lr": 1e-5, "lora.r": spec["lora_r"] if spec["mode"] == "lora" else 0,
+    }
+    config = load_config(None, [f"{k}={v}" for k, v in settings.items()])
+    t0 = time.perf_counter()
+    train(config)
+    wall = time.perf_counter() - t0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    times = [r["step_time"] for r in rows if r["split"] == "train" and "step_time" in r]
+    resolved = (out / "config.yaml").read_text(encoding="utf-8")
+    return {"mode": spec["mode"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "step_times": times, "s_per_step": statistics.median(times[1:] or times), "wall_s": wall,
+            "precision": next((line.split(":", 1)[1].strip() for line in resolved.splitlines()
+                               if line.strip().startswith("precision:")), None)}
+
+
+def run_worker(spec: dict, timeout: float) -> dict:
+    threads = str(spec["threads"])
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{spec['mode']} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--model", default="smollm2-135m", help="a name rlft resolves (`rlft models`) or a local directory")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--kl-coef", type=float, default=0.05, help="> 0: full fine-tuning keeps a reference copy")
+    ap.add_argument("--prompts", type=int, default=4, help="B prompts per step")
+    ap.add_argument("--group", type=int, default=4, help="G samples per prompt")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="auto")
+    ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lora_memory.json"))
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    with tempfile.TemporaryDirectory(prefix="rlft-lora-bench-") as work:
+        data = write_prompts(Path(work))
+        common = {"model": args.model, "data": data, "work": work, "steps": args.steps, "lora_r": args.lora_r,
+                  "kl_coef": args.kl_coef, "prompts": args.prompts, "group": args.group,
+                  "new_tokens": args.new_tokens, "threads": args.threads, "precision": args.precision}
+        runs = {}
+        for mode in ("full", "lora"):
+            runs[mode] = run_worker({**common, "mode": mode}, args.timeout)
+            print(f"{mode}: peak RSS {runs[mode]['peak_rss_mb']:.0f} MB, {runs[mode]['s_per_step']:.2f} s/step "
+                  f"({runs[mode]['precision']})", flush=True)
+    full, lora = runs["full"], runs["lora"]
+    result = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "settings": {k: v for k, v in common.items() if k not in ("data", "work")},
+        "runs": runs,
+        "lora_vs_full": {"peak_rss_ratio": lora["peak_rss_mb"] / full["peak_rss_mb"],
+                         "s_per_step_ratio": lora["s_per_step"] / full["s_per_step"]},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(f"LoRA / full: peak RSS x{result['lora_vs_full']['peak_rss_ratio']:.2f}, "
+          f"s/step x{result['lora_vs_full']['s_per_step_ratio']:.2f} -> {out}")
+
+
+if __name__ == "__main__":
+    main()
