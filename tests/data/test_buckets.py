@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from rlft.data.buckets import TailGuard, apply_tail_boost, assign_buckets, stratified_scores
+from rlft.data.buckets import (TailGuard, apply_tail_boost, assign_buckets, bucket_examples, count_buckets,
+                               stratified_scores)
+from rlft.data.example import Example
 from rlft.errors import RlftError
 from tests.data.traffic_fixtures import assert_close
 
@@ -13,21 +15,49 @@ from tests.data.traffic_fixtures import assert_close
 # ---------------------------------------------------------------------------- buckets and scores
 
 
-def test_buckets_by_hand_with_a_tie_crossing_the_head_boundary():
-    counts = [5, 20, 40, 3, 20, 8, 3, 1]  # total 100; sorted 40, 20, 20, 8, 5, 3, 3, 1
-    # 40 and the first 20 reach 60 >= 50; the second 20 (a tie, later in input order) starts the torso.
-    assert assign_buckets(counts, 0.5, 0.35) == ["tail", "head", "head", "tail", "torso", "torso", "tail", "tail"]
-    # Without the tie, the same prefix rule: 40 + 19 reach the head, 18 falls in the torso.
-    assert assign_buckets([5, 19, 40, 3, 18, 8, 3, 4], 0.5, 0.35)[4] == "torso"
+def test_buckets_by_hand_keep_a_tie_whole():
+    counts = [5, 20, 40, 3, 20, 8, 3, 1]  # total 100; levels 40 | 20 x2 | 8 | 5 | 3 x2 | 1
+    # cumulative traffic by level: .40 .80 .88 .93 .99 1.0. Head: .40 is nearer .5 than .80;
+    # torso: .88 is nearest .85; both 20s land together, as do both 3s.
+    assert assign_buckets(counts, 0.5, 0.35) == ["tail", "torso", "head", "tail", "torso", "torso", "tail", "tail"]
+    b = count_buckets(counts, 0.5, 0.35)
+    assert (b.head_min, b.torso_min, b.levels, b.sizes) == (40, 8, 6, (1, 3, 4))
+    assert b.shares == pytest.approx((0.40, 0.48, 0.12))
+    # a tie crossing the head boundary: 60 + 2 x 15 = 90 of 100 is nearer .5 as .60 (head = 60 alone)
+    assert assign_buckets([15, 60, 15, 5, 5]) == ["torso", "head", "torso", "tail", "tail"]
 
 
-def test_tie_groups_are_cut_in_input_order():
-    assert assign_buckets([50, 10, 10, 10, 10, 10]) == ["head"] + ["torso"] * 3 + ["tail"] * 2
-    assert assign_buckets([1, 1, 1, 1]) == ["head", "head", "torso", "torso"]
-    assert assign_buckets([0.1, 0.2, 0.7], 0.7, 0.2) == ["tail", "torso", "head"]  # 0.7 of 1.0 is reached
+def test_ties_are_never_split_and_head_and_tail_are_never_empty():
+    # The old rule cut the tie of 10s by input order (3 torso, 2 tail); now they share one bucket.
+    assert assign_buckets([50, 10, 10, 10, 10, 10]) == ["head"] + ["tail"] * 5
+    # translation-like: 96% of prompts at count 1; the head is every repeat, the tail every singleton
+    counts = [1] * 96 + [2, 2, 3, 5]
+    labels = assign_buckets(counts)
+    assert set(labels[:96]) == {"tail"} and set(labels[96:]) == {"head"}
+    assert count_buckets(counts).sizes == (4, 0, 96)
+    assert assign_buckets([0.1, 0.2, 0.7], 0.7, 0.2) == ["tail", "torso", "head"]
     assert assign_buckets([]) == []
     with pytest.raises(RlftError, match="head_share"):
         assign_buckets([1, 2], 0.8, 0.3)
+
+
+def test_equal_counts_collapse_to_seen_and_say_so():
+    b = count_buckets([3, 3, 3])
+    assert b.flat and assign_buckets([3, 3, 3]) == ["seen"] * 3
+    assert "no frequency signal" in b.describe()
+    assert b.label(0) == "unseen" and b.label(None) == "unseen"
+
+
+def test_eval_prompts_take_their_training_bucket_or_unseen():
+    train = [Example("Error 404 at line 12", ("r",), "a", 9.0), Example("hello", ("r",), "b", 1.0),
+             Example("bye", ("r",), "c", 1.0)]
+    evals = [Example("hello", ("x",), "e1", 5.0), Example("error 500 at  line 3", ("x",), "e2"),
+             Example("new one", ("x",), "e3")]
+    _, counts, labels = bucket_examples(evals, train)
+    assert (counts, labels) == ([1.0, 0.0, 0.0], ["tail", "unseen", "unseen"])  # exact match only
+    rule, counts, labels = bucket_examples(evals, train, normalize=True)  # 'error 0 at line 0' matches
+    assert (counts, labels) == ([1.0, 9.0, 0.0], ["tail", "head", "unseen"])
+    assert rule.describe().startswith("head: count >= 9 (1 prompts, 81.8% of training traffic)")
 
 
 def test_stratified_scores_by_hand():
@@ -38,7 +68,9 @@ def test_stratified_scores_by_hand():
     assert (out["head"], out["torso"], out["tail"]) == (pytest.approx(0.9), pytest.approx(0.45), pytest.approx(0.1))
     assert (out["n_head"], out["n_torso"], out["n_tail"]) == (1, 2, 1)
     empty = stratified_scores([0.5, 0.7], [3, 1], ["head", "head"])
-    assert empty["torso"] is None and empty["tail"] is None and empty["n_tail"] == 0
+    assert empty["torso"] is None and empty["tail"] is None and empty["n_tail"] == 0 and empty["rare"] is None
+    mixed = stratified_scores([0.8, 0.2, 0.6], [1, 1, 1], ["head", "tail", "unseen"])
+    assert (mixed["unseen"], mixed["n_unseen"], mixed["rare"]) == (pytest.approx(0.6), 1, pytest.approx(0.4))
     with pytest.raises(RlftError, match="unknown buckets"):
         stratified_scores([1.0], [1], ["middle"])
 

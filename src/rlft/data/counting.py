@@ -34,6 +34,11 @@ def normalize_prompt(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def prompt_key(text: str, normalize: bool = False) -> str:
+    """The key two prompts must share to count as one: the text, or ``normalize_prompt`` of it."""
+    return normalize_prompt(text) if normalize else text
+
+
 class PromptCounter:
     """Count a traffic log incrementally: ``add(line, row)`` per raw row, then ``examples()``.
 
@@ -65,7 +70,7 @@ class PromptCounter:
         prompt = self._prompt(line, row)
         references = self._references(line, row)
         count = self._count(line, row)
-        key = normalize_prompt(prompt) if self.normalize else prompt
+        key = prompt_key(prompt, self.normalize)
         entry = self._entries.get(key)
         if entry is None:
             raw_id = row.get(self.id_field)

@@ -96,13 +96,15 @@ def evaluate(
         "samples": [{"id": ex.id, "prompt": ex.prompt, "reference": ex.references[0], "output": o}
                     for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
     }
-    if freq_buckets:
-        from rlft.data.buckets import assign_buckets, stratified_scores
+    if freq_buckets:  # buckets from the TRAINING counts; prompts absent from training are 'unseen'
+        from rlft.data.buckets import bucket_examples, stratified_scores
 
-        counts = [ex.count for ex in examples]
-        buckets = assign_buckets(counts, config.frequency.head_share, config.frequency.torso_share)
-        out["buckets"] = buckets
-        out.update({k: v for k, v in stratified_scores(per_example, counts, buckets).items()})
+        freq = config.frequency
+        rule, train_counts, buckets = bucket_examples(
+            examples, parts.splits.get("train", []), head_share=freq.head_share, torso_share=freq.torso_share,
+            normalize=freq.normalize)
+        out.update({"buckets": buckets, "train_counts": train_counts, "bucket_rule": rule.describe()})
+        out.update(stratified_scores(per_example, [ex.count for ex in examples], buckets))
     return out
 
 
@@ -125,7 +127,7 @@ def metric_names(config: Any) -> tuple[str, str | None]:
 def log_summary(result: dict[str, Any]) -> dict[str, float | None]:
     """The scalar part of an eval result, for metrics.jsonl."""
     keys = ["metric", "corpus_metric", "second_metric", "reward", "kl", "length", "truncation_rate",
-            "traffic_weighted", "unweighted", "head", "torso", "tail"]
+            "traffic_weighted", "unweighted", "head", "torso", "tail", "unseen", "rare"]
     return {k: result[k] for k in keys if k in result}
 
 

@@ -16,8 +16,9 @@ from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
 
 _DISPLAY = {"chrf": "chrF", "bleu": "BLEU", "rouge_l": "ROUGE-L", "rougel": "ROUGE-L", "rouge1": "ROUGE-1",
             "rouge2": "ROUGE-2", "ter": "TER", "exact_match": "exact match", "meteor": "METEOR"}
-BUCKET_ORDER = ("head", "torso", "tail")
-_PER_EXAMPLE_FIELDS = ("per_example", "second_per_example", "ids", "counts", "buckets", "outputs")
+BUCKET_ORDER = ("head", "torso", "tail", "seen", "unseen")  # rlft.data.buckets.LABELS
+_PER_EXAMPLE_FIELDS = ("per_example", "second_per_example", "ids", "counts", "buckets", "outputs", "train_counts",
+                       "cache_per_example")
 
 
 def display_name(metric_name: str | None) -> str:
@@ -230,6 +231,8 @@ def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: i
 
     Buckets are unweighted means within the bucket (each unique prompt counts once); the
     traffic-weighted row weights every prompt by its count, which is what users experience.
+    Only slices that differ are kept: no bucket rows when every prompt has one label (e.g. a
+    held-out split, all 'unseen' in training), no traffic-weighted row when all counts are equal.
     """
     before, after = align_pair(before, after)
     b, a = before["per_example"], after["per_example"]
@@ -237,14 +240,14 @@ def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: i
     buckets = before.get("buckets") if before.get("buckets") is not None else after.get("buckets")
     kw = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
     groups: list[Group] = []
-    if buckets is not None:
+    if buckets is not None and len({str(x) for x in buckets}) > 1:
         names = list(BUCKET_ORDER) + sorted({str(x) for x in buckets} - set(BUCKET_ORDER))
         for name in names:
             idx = [i for i, x in enumerate(buckets) if str(x) == name]
             if idx:
                 result = paired_bootstrap([b[i] for i in idx], [a[i] for i in idx], **kw)
                 groups.append(Group(name, name, result))
-    if counts is not None:
+    if counts is not None and len(set(counts)) > 1:
         groups.append(Group("traffic_weighted", "traffic-weighted", paired_bootstrap(b, a, weights=counts, **kw)))
     groups.append(Group("unweighted", "unweighted", paired_bootstrap(b, a, **kw)))
     return groups
@@ -253,14 +256,35 @@ def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: i
 def bucket_table(before: dict, after: dict, *, n_resamples: int = 1000, seed: int = 0) -> str:
     """Metric per traffic bucket (head, torso, tail, traffic-weighted, unweighted) as plain text.
 
-    Returns '' when the eval files carry neither buckets nor traffic counts.
+    Buckets come from the training counts (``bucket_rule``, see ``rlft.data.buckets``). Returns ''
+    when the eval files carry neither buckets nor traffic counts, and one line saying why when
+    their slices do not differ (no table of one bucket).
     """
     groups = bucket_groups(before, after, n_resamples=n_resamples, seed=seed)
+    rule = before.get("bucket_rule") or after.get("bucket_rule")
     if len(groups) <= 1:
-        return ""
+        return _no_bucket_note(before if before.get("buckets") is not None else after, rule)
     name = display_name(before.get("metric_name") or after.get("metric_name"))
     body = [[g.label, str(g.result.n), fmt(g.result.mean_before), fmt(g.result.mean_after),
              fmt(g.result.delta, sign=True), fmt_ci(g.result)] for g in groups]
     level = f"{groups[0].result.confidence * 100:.4g}%"
     title = f"{name} by traffic bucket (mean per example; * = {level} CI excludes 0)"
-    return title + "\n" + _render(["bucket", "n", "before", "after", "change", f"{level} CI of change"], body)
+    text = title + "\n" + _render(["bucket", "n", "before", "after", "change", f"{level} CI of change"], body)
+    return text + (f"\nBuckets by training count: {rule}." if rule else "")
+
+
+def _no_bucket_note(data: dict, rule: str | None) -> str:
+    """Why there is no bucket table: every evaluated prompt has one label and one count."""
+    labels, counts = data.get("buckets"), data.get("counts")
+    if labels is None and counts is None:
+        return ""
+    n = len(data.get("per_example") or [])
+    why = []
+    if labels is not None and labels:
+        label = str(labels[0])
+        why.append("none appears in the training log (all 'unseen')" if label == "unseen" else
+                   f"all are in the training bucket '{label}'")
+    if counts is not None and counts:
+        why.append(f"all carry count {counts[0]:g}")
+    text = f"No traffic-bucket table: the {n} evaluated prompts do not differ by traffic ({'; '.join(why)})."
+    return text + (f" Training buckets: {rule}." if rule else "")

@@ -100,7 +100,8 @@ def train(config: Config, parts: Any = None) -> RunResult:
         for s in ev["samples"]:
             logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
         result.evals.append(ev)
-        decision = guard.update(ev["tail"]) if ev.get("tail") is not None else None
+        # The rare prompts: the training tail and prompts unseen in training (a held-out split's are all unseen).
+        decision = guard.update(ev["rare"]) if ev.get("rare") is not None else None
         if decision is not None and decision.message:
             logger.log(step, "validation", {"tail_guard_multiplier": decision.multiplier})
             print(decision.message)
