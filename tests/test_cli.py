@@ -41,7 +41,8 @@ def test_train_eval_generate_from_the_command_line(tmp_path, tiny_causal_dir, ti
     over_eval = tiny_overrides(final, tiny_dataset, tmp_path / "ev", **{"eval.split": "test"})
     assert main(["eval", *over_eval, "--tag", "t"]) == 0
     result = json.loads((tmp_path / "ev" / "eval" / "t.json").read_text())
-    assert result["split"] == "test" and result["n"] == 4 and 0 <= result["metric"] <= 100
+    # the whole split (10 prompts); eval.max_examples=4 bounds validation during training only
+    assert result["split"] == "test" and result["n"] == 10 and 0 <= result["metric"] <= 100
     capsys.readouterr()
     assert main(["generate", f"model.name_or_path={final}", "data.template=reverse: {prompt} =>",
                  "rollout.max_new_tokens=4", "--prompt", "the cat"]) == 0

@@ -35,8 +35,13 @@ def test_type_and_choice_errors(tmp_path):
         load_config(None, ["rollout.group_size=many"])
     with pytest.raises(RlftError, match=r"expects int, got 2.5"):
         load_config(None, ["rollout.group_size=2.5"])
-    with pytest.raises(RlftError, match=r"algo.kl_estimator='k2' is not one of k1, k3"):
-        load_config(None, ["algo.kl_estimator=k2"])
+    with pytest.raises(RlftError, match=r"algo.kl_estimator='k4' is not one of k1, k2, k3"):
+        load_config(None, ["algo.kl_estimator=k4"])
+    with pytest.raises(RlftError, match=r"algo.kl_estimator='k1' does not fit algo.kl_mode='loss'"):
+        load_config(None, ["algo.kl_mode=loss", "algo.kl_estimator=k1"])
+    with pytest.raises(RlftError, match=r"algo.kl_estimator='k3' does not fit algo.kl_mode='reward'"):
+        load_config(None, ["algo.kl_estimator=k3"])
+    assert load_config(None, ["algo.kl_mode=loss", "algo.kl_estimator=k2"]).algo.kl_mode == "loss"
     with pytest.raises(RlftError, match=r"unknown algorithm 'rlooo'.*did you mean 'rloo'"):
         load_config(None, ["algo.name=rlooo"])
     with pytest.raises(RlftError, match=r"needs rollout.group_size >= 2"):

@@ -168,26 +168,26 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
     from rlft.algorithms import rl_loss
     from rlft.models.loading import load_reference
     from rlft.models.logprobs import completion_logprobs
-    from rlft.training.loop import _update
+    from rlft.training.loop import _frozen_logprobs, _update
     from rlft.training.setup import build_parts
 
     deltas = []
     for accum in (1, 3):
         cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / f"acc{accum}", **{
             "optim.grad_accum": accum, "algo.kl_coef": 0.1, "algo.entropy_coef": 0.01, "algo.name": "grpo",
-            "algo.loss_norm": "sequence", "optim.max_grad_norm": 0}))
+            "algo.loss_norm": "sequence", "optim.max_grad_norm": 0, "algo.kl_mode": "loss", "algo.kl_estimator": "k2",
+            "rollout.temperature": 0.8}))
         parts = build_parts(cfg)
         model = parts.policy.model
-        ref = load_reference(parts.policy, cfg.model)
-        rollout = parts.sampler.sample(["reverse: the cat =>", "reverse: a dog ran =>"], 3, temperature=1.0,
+        rollout = parts.sampler.sample(["reverse: the cat =>", "reverse: a dog ran =>"], 3, temperature=0.8,
                                        top_p=1.0, top_k=0, max_new_tokens=6,
                                        generator=torch.Generator().manual_seed(0))
+        with load_reference(parts.policy, cfg.model).active() as ref_model:
+            ref_lp = _frozen_logprobs(ref_model, rollout, cfg, parts, completion_logprobs)
         advantages = torch.linspace(-1, 1, 6)
         start = copy.deepcopy(model.state_dict())
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-        _update(model, ref, rollout, advantages, torch.ones(6), cfg, parts, opt, sched, True,
-                completion_logprobs, rl_loss)
+        _update(model, rollout, ref_lp, advantages, torch.ones(6), cfg, parts, opt, True, completion_logprobs, rl_loss)
         deltas.append({k: model.state_dict()[k] - start[k] for k in start})
     assert any(d.abs().max() > 1e-4 for d in deltas[0].values())
     for k in deltas[0]:

@@ -12,8 +12,13 @@ from rlft.errors import RlftError
 
 
 def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval", with_kl: bool = False,
-                   parts: Any = None) -> dict[str, Any]:
-    """Greedy-decode the configured split and score it; writes ``output_dir/eval/<tag>.json``."""
+                   ref: str | None = None, max_examples: int | None = None, parts: Any = None) -> dict[str, Any]:
+    """Greedy-decode the configured split and score it; writes ``output_dir/eval/<tag>.json``.
+
+    Scores the whole split, or its first ``max_examples`` prompts. ``with_kl``: also the KL to the
+    starting model, ``ref`` (a model path or name) or, when not given, the ``model.name_or_path`` of
+    the run whose output is evaluated (the config.yaml next to its final/ or checkpoints/ dir).
+    """
     from rlft.eval.evaluate import evaluate, write_eval
     from rlft.training.setup import build_parts
 
@@ -21,15 +26,37 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
     split = split or parts.config.eval.split
     if split not in parts.splits:
         raise RlftError(f"config: eval.split: unknown split '{split}' (have: {', '.join(parts.splits)})")
-    examples = parts.splits[split][: parts.config.eval.max_examples]
-    reference = None
-    if with_kl:
-        from rlft.models.loading import load_reference
-
-        reference = load_reference(parts.policy, parts.config.model)
+    examples = parts.splits[split][:max_examples]
+    reference = _starting_model(parts, ref) if with_kl else None
     result = evaluate(parts, examples, reference=reference, tag=tag, split=split)
     write_eval(Path(parts.config.run.output_dir), result)
     return result
+
+
+def _starting_model(parts: Any, ref: str | None) -> Any:
+    """The frozen model the evaluated one started from, as a ``Reference``: ``ref``, or the model
+    named in the run's config.yaml when the evaluated model is a run's final/ or checkpoint dir."""
+    import dataclasses
+
+    from rlft.config import load_config
+    from rlft.models.loading import load_policy
+    from rlft.models.reference import Reference
+
+    model_cfg = parts.config.model
+    if ref is None:
+        here = Path(model_cfg.name_or_path)
+        # run_dir/final, run_dir/best, run_dir/checkpoints/step-N
+        runs = [here.parent / "config.yaml", here.parent.parent / "config.yaml"]
+        found = next((p for p in runs if here.is_dir() and p.is_file()), None)
+        if found is None:
+            raise RlftError(f"rlft eval --kl: name the starting model with --ref PATH ({model_cfg.name_or_path} "
+                            "is not the output of a run with a config.yaml)")
+        start = load_config(found).model
+    else:
+        start = dataclasses.replace(model_cfg, name_or_path=ref)
+    reference = load_policy(start, device=parts.device).model
+    reference.requires_grad_(False)
+    return Reference(reference.eval())
 
 
 def generate(config: Config, prompts: list[str], *, greedy: bool = True, samples: int = 1,

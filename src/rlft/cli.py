@@ -52,7 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
                        help="an optional YAML config file, then dotted overrides")
         if name == "eval":
-            p.add_argument("--kl", action="store_true", help="also measure KL to the initial model (loads a copy)")
+            p.add_argument("--kl", action="store_true", help="also measure KL(model || starting model)")
+            p.add_argument("--ref", help="the starting model for --kl (default: model.name_or_path of the run "
+                                         "whose final/ or checkpoint is evaluated, from its config.yaml)")
+            p.add_argument("--max-examples", type=int, default=None,
+                           help="score only the first N prompts of the split (default: all of them)")
             p.add_argument("--tag", default="eval", help="name of the eval/<tag>.json written to run.output_dir")
         if name == "generate":
             p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
@@ -124,10 +128,14 @@ def _print_final(result: Any) -> None:
 
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from rlft.api import evaluate_model
+    from rlft.errors import RlftError
 
     config = _config(ns.args)
-    result = evaluate_model(config, tag=ns.tag, with_kl=ns.kl)
-    rows = [("examples", result["n"]), (result["metric_name"], result["metric"]),
+    if ns.max_examples is not None and ns.max_examples < 1:
+        raise RlftError(f"--max-examples must be >= 1, got {ns.max_examples}")
+    result = evaluate_model(config, tag=ns.tag, with_kl=ns.kl or ns.ref is not None, ref=ns.ref,
+                            max_examples=ns.max_examples)
+    rows = [("split", result["split"]), ("examples", result["n"]), (result["metric_name"], result["metric"]),
             (result["second_metric_name"], result["second_metric"]), ("reward", result["reward"]),
             ("kl", result["kl"]), ("length", result["length"]), ("truncation_rate", result["truncation_rate"])]
     for key in ("traffic_weighted", "unweighted", "head", "torso", "tail"):

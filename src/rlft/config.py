@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,11 +17,37 @@ from typing import Any, Optional
 from rlft.errors import RlftError
 
 
-def doc(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's word
-    """A dataclass field with a default and its documentation."""
+def doc(default: Any, help: str, range: str | None = None) -> Any:  # noqa: A002 - mirrors argparse's word
+    """A dataclass field with a default, its documentation and, for a number, its allowed range:
+    an interval such as '(0, 1]' or '[1, inf)', checked by ``validate`` and shown in the docs.
+    Every float must also be finite (NaN and inf are refused), range or not."""
+    metadata = {"help": help} if range is None else {"help": help, "range": _interval(range)}
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+
+    def __contains__(self, x: float) -> bool:
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def _interval(text: str) -> Interval:
+    low, high = (float(x) for x in text[1:-1].split(","))
+    return Interval(low, high, text[0] == "(", text[-1] == ")")
 
 
 @dataclass(frozen=True)
@@ -40,8 +67,8 @@ class DataConfig:
     validation: Optional[str] = doc(None, "Validation prompts (same formats). Empty: carved from `train` by `validation_fraction`.")
     test: Optional[str] = doc(None, "Held-out test prompts (same formats). Empty: carved from `train` by `test_fraction`.")
     hub_split: str = doc("train", "Split to read when `train` is a hub dataset or a `datasets` DatasetDict.")
-    validation_fraction: float = doc(0.05, "Share of unique prompts held out for validation when no validation file is given (hash split).")
-    test_fraction: float = doc(0.05, "Share of unique prompts held out for test when no test file is given (hash split).")
+    validation_fraction: float = doc(0.05, "Share of unique prompts held out for validation when no validation file is given (hash split).", range="[0, 1)")
+    test_fraction: float = doc(0.05, "Share of unique prompts held out for test when no test file is given (hash split).", range="[0, 1)")
     prompt_field: str = doc("prompt", "Column holding the prompt text.")
     reference_field: str = doc("reference", "Column holding one reference text (string) or several (list of strings).")
     references_field: str = doc("references", "Column holding a list of references; used when `reference_field` is absent.")
@@ -50,64 +77,66 @@ class DataConfig:
     template: str = doc("{prompt}", "Prompt template, a Python format string with {prompt} and other columns of the row ({meta[page]}); 'chat' (chat/instruct models) sends `instruction` as the user turn through the tokenizer's chat template.")
     instruction: str = doc("{prompt}", "With template 'chat': the user turn, a format string with {prompt} and other columns of the row, e.g. 'Translate to French. Reply with the translation only.\\n\\n{prompt}'. A bundled task sets its own.")
     system_prompt: str = doc("", "With template 'chat': the system turn (plain text); empty: rlft sends none (a chat template may still write its own default one, as SmolLM2's does).")
-    max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.")
+    max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.", range="[1, inf)")
     overlong: str = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
-    max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.")
+    max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.", range="[1, inf)")
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
     engine: str = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders).")
-    prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.")
-    group_size: int = doc(4, "G: completions sampled per prompt.")
-    max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.")
-    temperature: float = doc(1.0, "Sampling temperature (> 0).")
-    top_p: float = doc(1.0, "Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off).")
-    top_k: int = doc(0, "Keep only the k most likely tokens (0 = off).")
+    prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.", range="[1, inf)")
+    group_size: int = doc(4, "G: completions sampled per prompt.", range="[1, inf)")
+    max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.", range="[1, inf)")
+    temperature: float = doc(1.0, "Sampling temperature; the loss scores the samples at this temperature too (log softmax(logits / temperature), as TRL and verl), so the on-policy ratio is 1.", range="(0, inf)")
+    top_p: float = doc(1.0, "Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (1 = off). The loss scores the tempered full distribution, not the truncated one (as TRL and verl): below 1 the update is slightly off-policy.", range="(0, 1]")
+    top_k: int = doc(0, "Keep only the k most likely tokens (0 = off). Like top_p, it shapes sampling only; the loss scores the tempered full distribution.", range="[0, inf)")
 
 
 @dataclass(frozen=True)
 class RewardConfig:
     spec: str = doc("chrf", "Reward: a registered name ('chrf', 'bleu', 'rouge_l', ...), `module:function`, or a weighted sum such as '0.8*chrf + 0.2*length_penalty'.")
     cjk: str = doc("auto", "Tokenize Chinese/Japanese by character for ROUGE/BLEU: 'auto' (detect), 'always', 'never'.")
-    target_length_ratio: float = doc(1.0, "length_penalty: preferred completion length as a multiple of the reference length.")
+    target_length_ratio: float = doc(1.0, "length_penalty: preferred completion length as a multiple of the reference length.", range="(0, inf)")
+    normalize_components: bool = doc(False, "Training only: standardize each term of a weighted-sum reward within its group of G samples ((c - mean) / (std + 1e-4), unbiased std, a constant term gives 0; over the batch when G = 1) before the weighted sum, as in GDPO, so a term of large spread cannot drown one of small spread. Logged 'reward' and evaluation stay on the raw scale. Not with algo.name=scst (its greedy baseline is scored raw).")
 
 
 @dataclass(frozen=True)
 class AlgoConfig:
     name: str = doc("rloo", "Policy-gradient estimator: 'reinforce', 'scst', 'rloo' or 'grpo'.")
-    kl_coef: float = doc(0.0, "Weight of the KL penalty to the frozen reference model; 0 keeps no reference copy in memory.")
-    kl_estimator: str = doc("k3", "KL estimator per token: 'k1' (log-ratio) or 'k3' (Schulman's unbiased, non-negative).")
-    entropy_coef: float = doc(0.0, "Weight of the entropy bonus.")
-    clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].")
+    kl_coef: float = doc(0.0, "Weight of the KL penalty to the frozen reference model; 0 keeps no reference copy in memory.", range="[0, inf)")
+    kl_mode: str = doc("reward", "Where the KL penalty goes: 'reward' (per-token k1 = log pi - log pi_ref, detached, summed over the completion and subtracted from the reward before the advantages, as in TRL RLOO/OpenRLHF; its gradient is exactly that of KL(pi || pi_ref) over whole sequences) or 'loss' (a per-token term of the loss, see kl_estimator; it only sees each token's KL given its prefix).")
+    kl_estimator: str = doc("k1", "Per-token KL estimator. kl_mode 'reward' takes 'k1'. kl_mode 'loss' takes 'k2' ((log pi - log pi_ref)^2 / 2, expected gradient = that of KL(pi || pi_ref)) or 'k3' (GRPO's estimator; as a loss term its expected gradient is that of the reverse KL(pi_ref || pi)). 'k1' in the loss has zero expected gradient and is refused.")
+    entropy_coef: float = doc(0.0, "Weight of the entropy bonus.", range="[0, inf)")
+    clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].", range="(0, 1]")
     loss_norm: str = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
-    baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.")
-    updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).")
+    baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.", range="[0, 1)")
+    updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).", range="[1, inf)")
     scale_rewards: bool = doc(True, "GRPO: divide group-centred rewards by the group's standard deviation.")
 
 
 @dataclass(frozen=True)
 class FrequencyConfig:
-    alpha: float = doc(1.0, "Traffic weighting: prompt weight proportional to count**alpha (0 = uniform over unique prompts, 1 = proportional to traffic). Default 1 (with floor 0.1): it had the better traffic-weighted validation metric on both tasks of benchmarks/frequency.py. Data without counts is uniform either way.")
-    floor: float = doc(0.1, "Minimum share of sampling probability per unique prompt, as a fraction of the uniform share 1/U (0 = no floor, 1 = uniform).")
+    alpha: float = doc(1.0, "Traffic weighting: prompt weight proportional to count**alpha (0 = uniform over unique prompts, 1 = proportional to traffic). Default 1 (with floor 0.1): it had the better traffic-weighted validation metric on both tasks of benchmarks/frequency.py. Data without counts is uniform either way.", range="[0, inf)")
+    floor: float = doc(0.1, "Minimum share of sampling probability per unique prompt, as a fraction of the uniform share 1/U (0 = no floor, 1 = uniform).", range="[0, 1]")
     mode: str = doc("sample", "How the weights act: 'sample' (prompt sampling probability) or 'loss' (loss weight under uniform sampling).")
     normalize: bool = doc(False, "Count repeats after normalizing whitespace, case and digits, not only exact repeats.")
-    head_share: float = doc(0.5, "Head bucket: the most frequent prompts that together make up this share of traffic.")
-    torso_share: float = doc(0.3, "Torso bucket: the next prompts making up this share of traffic; the rest is the tail.")
-    tail_guard: float = doc(-1.0, "Tail guard: keep the tail's validation metric within this many points (0-100) of its start value; < 0 = off.")
-    tail_guard_boost: float = doc(2.0, "Tail guard: factor applied to the tail's weight while the tail is below its floor.")
+    head_share: float = doc(0.5, "Head bucket: the most frequent TRAINING prompts, about this share of training traffic. Buckets are ranges of training count: the cut falls between two counts (where the share is nearest), never inside a group of equal counts.", range="[0, 1]")
+    torso_share: float = doc(0.3, "Torso bucket: the next training prompts, about this share of training traffic more (cut between counts, nearest); the rest is the tail. Evaluated prompts absent from training are 'unseen'.", range="[0, 1]")
+    tail_guard: float = doc(-1.0, "Tail guard: keep the validation metric of the rare prompts (the training tail and prompts unseen in training) within this many points (0-100) of its start value; < 0 = off.", range="[-inf, 100]")
+    tail_guard_boost: float = doc(2.0, "Tail guard: factor applied to the tail's weight while the tail is below its floor.", range="[1, inf)")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = doc(1e-5, "Peak learning rate of AdamW.")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    beta1: float = doc(0.9, "AdamW beta1.")
-    beta2: float = doc(0.999, "AdamW beta2.")
-    warmup_steps: int = doc(0, "Linear warm-up steps.")
+    lr: float = doc(1e-5, "Peak learning rate of AdamW.", range="[0, inf)")
+    weight_decay: float = doc(0.0, "AdamW weight decay.", range="[0, inf)")
+    beta1: float = doc(0.9, "AdamW beta1.", range="[0, 1)")
+    beta2: float = doc(0.999, "AdamW beta2.", range="[0, 1)")
+    warmup_steps: int = doc(0, "Linear warm-up steps.", range="[0, inf)")
     schedule: str = doc("constant", "Learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' (decay to 0 at the last step).")
-    max_grad_norm: float = doc(1.0, "Clip the gradient norm to this value (0 = off).")
-    grad_accum: int = doc(1, "Micro-batches per optimizer step: the batch is split into this many parts (same gradient, less memory).")
+    max_grad_norm: float = doc(1.0, "Clip the gradient norm to this value (0 = off).", range="[0, inf)")
+    grad_accum: int = doc(1, "Micro-batches per optimizer step: the batch is split into this many parts (same gradient, less memory).", range="[1, inf)")
 
 
 @dataclass(frozen=True)
@@ -121,35 +150,37 @@ class LoraConfig:
 @dataclass(frozen=True)
 class RunConfig:
     output_dir: str = doc("runs/rlft", "Run directory: checkpoints, metrics.jsonl, TensorBoard events, resolved config.")
-    steps: int = doc(100, "Optimizer steps to train.")
-    seed: int = doc(0, "Random seed (model init noise, sampling, data order).")
+    steps: int = doc(100, "Optimizer steps to train.", range="[1, inf)")
+    seed: int = doc(0, "Random seed (model init noise, sampling, data order).", range="[0, inf)")
     device: str = doc("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
     precision: str = doc("auto", "'auto' (CUDA: bf16 autocast where the GPU has bf16, else fp32; CPU: a small matmul is timed in both once per machine, cached, and bf16 taken only where it is over 1.2x faster, i.e. with AVX512-BF16/AMX; the choice is printed and written to the run's config.yaml), 'fp32' or 'bf16' (autocast, fp32 master weights).")
-    threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.")
-    eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).")
-    save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).")
-    keep_checkpoints: int = doc(2, "Keep the newest N step checkpoints (the final one is always kept).")
+    threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.", range="[1, inf)")
+    eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).", range="[0, inf)")
+    save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).", range="[0, inf)")
+    keep_checkpoints: int = doc(2, "Keep the newest N step checkpoints (the final one is always kept).", range="[0, inf)")
     resume: bool = doc(False, "Continue from the newest complete checkpoint in output_dir.")
     progress: bool = doc(True, "Show a live progress bar.")
     tensorboard: bool = doc(True, "Write TensorBoard event files (needs the `tensorboard` package; skipped with a warning if absent).")
-    skip_bad_reward_limit: int = doc(10, "Stop the run after this many consecutive steps skipped for NaN/inf or failing rewards.")
+    skip_bad_reward_limit: int = doc(10, "Stop the run after this many consecutive steps skipped for NaN/inf or failing rewards.", range="[1, inf)")
 
 
 @dataclass(frozen=True)
 class SFTConfig:
-    batch_size: int = doc(16, "Examples per optimizer step.")
-    epochs: float = doc(1.0, "Passes over the training data; `run.steps` caps the total when it is smaller.")
-    patience: int = doc(0, "Stop after this many evaluations (every run.eval_every steps) without a better validation metric; 0 = never. The best model is in best/.")
+    batch_size: int = doc(16, "Examples per optimizer step.", range="[1, inf)")
+    epochs: float = doc(1.0, "Passes over the training data; `run.steps` caps the total when it is smaller.", range="(0, inf)")
+    patience: int = doc(0, "Stop after this many evaluations (every run.eval_every steps) without a better validation metric; 0 = never. The best model is in best/.", range="[0, inf)")
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     split: str = doc("validation", "Split evaluated during training ('validation') or by `rlft eval` ('test' or 'validation').")
-    max_examples: int = doc(64, "Evaluate on at most this many prompts (first N, deterministic).")
-    batch_size: int = doc(16, "Prompts per greedy decoding batch.")
-    max_new_tokens: Optional[int] = doc(None, "Longest evaluated completion; empty: rollout.max_new_tokens.")
+    max_examples: int = doc(64, "Validation during `rlft train`/`rlft sft`: at most this many prompts (first N, deterministic); 0 = no validation. `rlft eval` scores the whole split unless given --max-examples.", range="[0, inf)")
+    batch_size: int = doc(16, "Prompts per greedy decoding batch.", range="[1, inf)")
+    max_new_tokens: Optional[int] = doc(None, "Longest evaluated completion; empty: rollout.max_new_tokens.", range="[1, inf)")
     metric: Optional[str] = doc(None, "Task metric reported at evaluation; empty: the reward spec.")
-    show_samples: int = doc(3, "Example outputs printed and logged at each evaluation.")
+    show_samples: int = doc(3, "Example outputs printed and logged at each evaluation.", range="[0, inf)")
+    replay: int = doc(0, "`rlft eval`: also score a traffic replay of this many future requests (rlft.eval.replay): new held-out prompts (from eval.split) with the Good-Turing probability n1/N of the training log, else training prompts in proportion to their counts; reported per request, seen vs new, with an exact-match cache baseline. 0 = off.", range="[0, inf)")
+    language: Optional[str] = doc(None, "Language of the expected outputs (ISO 639-1: 'en', 'zh', 'fr'): the share of outputs in another language is logged as off_language at every step and evaluation (needs py3langid, the 'monitors' extra). Empty: not monitored. A bundled task sets its own.")
 
 
 @dataclass(frozen=True)
@@ -370,7 +401,8 @@ _CHOICES = {
     "data.overlong": ("truncate", "reject"),
     "rollout.engine": ("plain",),
     "reward.cjk": ("auto", "always", "never"),
-    "algo.kl_estimator": ("k1", "k3"),
+    "algo.kl_mode": ("reward", "loss"),
+    "algo.kl_estimator": ("k1", "k2", "k3"),
     "algo.loss_norm": ("token", "sequence"),
     "optim.schedule": ("constant", "linear", "cosine"),
     "frequency.mode": ("sample", "loss"),
@@ -391,14 +423,14 @@ def validate(config: Config) -> None:
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise RlftError(f"config: algo.name: unknown algorithm '{config.algo.name}' "
                         f"(known: {', '.join(sorted(ALGORITHMS))}){hint}")
-    positive = ["rollout.prompts_per_step", "rollout.group_size", "rollout.max_new_tokens",
-                "rollout.temperature", "run.steps", "optim.grad_accum", "algo.updates_per_batch",
-                "eval.batch_size", "sft.batch_size", "data.max_prompt_tokens"]
-    for key in positive:
-        if not flat[key] > 0:
-            raise RlftError(f"config: {key} must be > 0, got {flat[key]!r}")
-    if not 0 < config.rollout.top_p <= 1:
-        raise RlftError(f"config: rollout.top_p must be in (0, 1], got {config.rollout.top_p}")
+    for key, meta in _numeric_fields().items():
+        value = flat[key]
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RlftError(f"config: {key} must be a finite number, got {value!r}")
+        if "range" in meta and value not in meta["range"]:
+            raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
     lora = config.lora
     if lora.r < 0:
         raise RlftError(f"config: lora.r must be >= 0 (0 = off), got {lora.r}")
@@ -408,17 +440,41 @@ def validate(config: Config) -> None:
         raise RlftError(f"config: lora.dropout must be in [0, 1), got {lora.dropout}")
     if not [m for m in lora.target_modules.split(",") if m.strip()]:
         raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
-    if config.algo.kl_coef < 0 or config.algo.entropy_coef < 0:
-        raise RlftError("config: algo.kl_coef and algo.entropy_coef must be >= 0")
+    allowed = {"reward": ("k1",), "loss": ("k2", "k3")}[config.algo.kl_mode]
+    if config.algo.kl_estimator not in allowed:
+        raise RlftError(f"config: algo.kl_estimator={config.algo.kl_estimator!r} does not fit algo.kl_mode="
+                        f"{config.algo.kl_mode!r} (takes {', '.join(allowed)}; k1 in the loss has zero expected gradient)")
+    if config.reward.normalize_components and config.algo.name == "scst":
+        raise RlftError("config: reward.normalize_components does not apply to algo.name=scst (its baseline, the "
+                        "greedy output's reward, is on the raw scale)")
     if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
         raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
                         "(its baseline compares the samples of one prompt)")
+
+
+def _numeric_fields(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> field metadata, for every int or float setting (Optional ones included)."""
+    import typing
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = _field_types(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(_numeric_fields(tp, f"{prefix}{f.name}."))
+        elif {a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)} & {int, float}:
+            out[f"{prefix}{f.name}"] = f.metadata
+    return out
 
 
 def _get(config: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         config = getattr(config, part)
     return config
+
+
+def _help(f: dataclasses.Field) -> str:
+    text = f.metadata.get("help", "")
+    return f"{text} Must be {f.metadata['range']}." if "range" in f.metadata else text
 
 
 def help_text(cls: type = Config, prefix: str = "") -> str:
@@ -431,7 +487,7 @@ def help_text(cls: type = Config, prefix: str = "") -> str:
             lines.append(help_text(tp, f"{prefix}{f.name}."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {prefix}{f.name}={default!r}\n      {f.metadata.get('help', '')}")
+            lines.append(f"  {prefix}{f.name}={default!r}\n      {_help(f)}")
     return "\n".join(lines)
 
 
@@ -444,6 +500,6 @@ def config_markdown() -> str:
         lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {f.metadata.get('help', '')} |")
+            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {_help(f)} |")
         lines.append("")
     return "\n".join(lines)

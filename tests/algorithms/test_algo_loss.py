@@ -56,6 +56,7 @@ def test_kl_estimators_on_hand_numbers():
     torch.testing.assert_close(kl_penalty(lp, ref, "k1"), torch.tensor([1.0, -1.0]))
     # k3 = exp(ref - lp) - (ref - lp) - 1: e^-1 + 1 - 1 and e - 1 - 1.
     torch.testing.assert_close(kl_penalty(lp, ref, "k3"), torch.tensor([math.exp(-1), math.e - 2]))
+    torch.testing.assert_close(kl_penalty(lp, ref, "k2"), torch.tensor([0.5, 0.5]))
 
 
 def test_kl_estimators_are_zero_at_reference_and_k3_nonnegative():
@@ -64,7 +65,7 @@ def test_kl_estimators_are_zero_at_reference_and_k3_nonnegative():
     ref = -torch.rand(50, 8, generator=gen) * 5
     assert (kl_penalty(lp, ref, "k3") >= 0).all()
     assert (kl_penalty(lp, ref, "k1") < 0).any()  # k1 is only non-negative in expectation
-    for est in ("k1", "k3"):
+    for est in ("k1", "k2", "k3"):
         assert torch.equal(kl_penalty(lp, lp, est), torch.zeros_like(lp))
 
 
@@ -81,8 +82,8 @@ def test_kl_estimators_are_unbiased_for_kl_pi_ref():
 
 
 def test_kl_unknown_estimator():
-    with pytest.raises(ValueError, match="k2"):
-        kl_penalty(torch.zeros(2), torch.zeros(2), "k2")
+    with pytest.raises(ValueError, match="k4"):
+        kl_penalty(torch.zeros(2), torch.zeros(2), "k4")
 
 
 # --- normalization ----------------------------------------------------------------------
@@ -197,12 +198,12 @@ def test_kl_and_entropy_terms_enter_the_loss_with_their_coefficients():
     ent = torch.tensor([[0.3, 0.9]])
     mask = torch.ones(1, 2)
     adv = torch.tensor([0.5])
-    loss, stats = rl_loss(lp, lp, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl_estimator="k1",
+    loss, stats = rl_loss(lp, lp, adv, mask, ref_logprobs=ref, kl_coef=0.1, kl_estimator="k2",
                           entropy=ent, entropy_coef=0.01)
-    k1 = lp - ref  # [0.5, -1.0]
-    expected = ((-0.5 + 0.1 * k1 - 0.01 * ent).sum() / 2)
+    k2 = 0.5 * (lp - ref) ** 2  # [0.125, 0.5]
+    expected = ((-0.5 + 0.1 * k2 - 0.01 * ent).sum() / 2)
     torch.testing.assert_close(loss, expected)
-    torch.testing.assert_close(stats["kl"], torch.tensor(-0.25))
+    torch.testing.assert_close(stats["kl"], torch.tensor(0.3125))
     torch.testing.assert_close(stats["entropy"], torch.tensor(0.6))
     torch.testing.assert_close(stats["pg_loss"], torch.tensor(-0.5))
     assert all(not v.requires_grad for v in stats.values())

@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 
 from rlft.algorithms import grpo, reinforce, rloo, scst
-from rlft.algorithms.common import aggregate, kl_penalty, masked_mean, masked_sum, rl_loss
+from rlft.algorithms.common import aggregate, kl_penalty, kl_reward, masked_mean, masked_sum, rl_loss
 
-__all__ = ["Algorithm", "ALGORITHMS", "aggregate", "kl_penalty", "masked_mean", "masked_sum", "rl_loss"]
+__all__ = ["Algorithm", "ALGORITHMS", "aggregate", "kl_penalty", "kl_reward", "masked_mean", "masked_sum", "rl_loss"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-KL_ESTIMATORS = ("k1", "k3")
+KL_ESTIMATORS = ("k1", "k2", "k3")
+LOSS_KL_ESTIMATORS = ("k2", "k3")  # k1 as a loss term has zero expected gradient (see kl_penalty)
+KL_MODES = ("reward", "loss")
 LOSS_NORMS = ("token", "sequence")
 
 
@@ -35,22 +37,46 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return total / safe
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k3") -> Tensor:
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") -> Tensor:
     """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi.  # (N, T)
 
     With log r = log pi_ref(y) - log pi(y) and y ~ pi (Schulman 2020, "Approximating KL
     divergence"):
-        k1 = -log r                 unbiased, but negative on some tokens, high variance
-        k3 = (r - 1) - log r        unbiased and >= 0 (log r <= r - 1), lower variance
-    k3 is the estimator of DeepSeekMath eq. 4 (GRPO).
+        k1 = -log r                 unbiased value, negative on some tokens, high variance
+        k2 = (log r)^2 / 2          biased value (second order in log r), >= 0
+        k3 = (r - 1) - log r        unbiased value and >= 0 (log r <= r - 1)
+
+    As a value (a reward penalty, the logged 'kl') k1 and k3 are unbiased. As a *loss term* what
+    matters is the expected gradient, E_{y~pi}[grad k(y)], at one position (prefix held fixed):
+        k1:  E[grad log pi]                  = 0                        (no signal, only noise)
+        k2:  E[log(pi/pi_ref) grad log pi]   = grad KL(pi || pi_ref)    (the intended one)
+        k3:  E[(1 - pi_ref/pi) grad log pi]  = grad KL(pi_ref || pi)    (the reverse KL)
+    k3 in the loss is DeepSeekMath eq. 4 (GRPO): it optimizes the reverse KL. Over a sequence, a
+    loss term only sees each position's KL given its prefix, not how a token changes the KL of
+    the positions after it (Tang & Munos 2025, "On a few pitfalls in KL gradient estimation");
+    the reward penalty (``kl_reward``) carries both.
     """
     log_r = ref_logprobs - logprobs  # (N, T)
     if estimator == "k1":
         return -log_r
+    if estimator == "k2":
+        return 0.5 * log_r.square()
     if estimator == "k3":
         # expm1 is exact near r = 1, where most tokens sit when the policy is close to pi_ref.
         return torch.expm1(log_r) - log_r
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}")
+
+
+def kl_reward(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
+    """The sequence KL penalty subtracted from the reward:  sum_t (log pi - log pi_ref)  # (N,)
+
+    Ziegler et al. 2019 / TRL RLOO / OpenRLHF: the per-token k1 = log pi(y_t) - log pi_ref(y_t),
+    detached, summed over the completion, and the algorithm's advantage is computed from
+    R - kl_coef * KL. Its score-function gradient E[KL(y) grad log pi(y)] is exactly
+    grad KL(pi || pi_ref) over whole sequences (E[grad log pi] = 0 removes the rest), and the
+    algorithm's baseline applies to it too.
+    """
+    return masked_sum((logprobs - ref_logprobs).detach(), mask, dim=1)  # (N, T) -> (N,)
 
 
 def aggregate(per_token: Tensor, mask: Tensor, loss_norm: str = "token",
@@ -85,7 +111,7 @@ def rl_loss(
     *,
     ref_logprobs: Tensor | None = None,
     kl_coef: float = 0.0,
-    kl_estimator: str = "k3",
+    kl_estimator: str = "k2",
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     clip_eps: float | None = None,
@@ -102,7 +128,10 @@ def rl_loss(
                       REINFORCE gradient  -A * grad log pi.
         advantages:   (N,) one advantage per sequence, shared by all its tokens.
         mask:         (N, T) 1 on completion tokens.
-        ref_logprobs: (N, T) log-probs under the frozen reference, for the KL penalty.
+        ref_logprobs: (N, T) log-probs under the frozen reference, for a KL loss term with
+                      ``kl_estimator`` 'k2' (gradient of KL(pi || pi_ref)) or 'k3' (gradient of
+                      the reverse KL(pi_ref || pi)); see ``kl_penalty``. None: no KL term (the
+                      KL penalty then lives in the reward, ``kl_reward``).
         entropy:      (N, T) per-token entropy of pi_theta, for the entropy bonus.
         clip_eps:     PPO/GRPO ratio clipping; None = no clipping.
         weights:      (N,) per-sequence loss weights (e.g. traffic weights).
@@ -118,7 +147,7 @@ def rl_loss(
     Returns the loss and detached stats: 'pg_loss' (the policy-gradient part, normalised like
     the loss, so micro-batch values add up), and masked token means over this call's rows:
     'kl', 'entropy' (when given), 'clip_frac' (tokens whose clipped branch is active, i.e. get no
-    gradient), 'ratio_mean'.
+    gradient), 'ratio_mean'; a caller averaging micro-batches weights these by token counts.
     """
     n = logprobs.shape[0]
     if advantages.shape != (n,) or (weights is not None and weights.shape != (n,)):
@@ -144,7 +173,10 @@ def rl_loss(
     per_token = pg
     stats: dict[str, Tensor] = {}
     if ref_logprobs is not None:
-        kl = kl_penalty(logprobs, ref_logprobs, kl_estimator)  # (N, T)
+        if kl_estimator not in LOSS_KL_ESTIMATORS:
+            raise ValueError(f"KL estimator {kl_estimator!r} as a loss term has zero expected gradient; "
+                             f"use one of {', '.join(LOSS_KL_ESTIMATORS)} or the reward penalty (kl_reward)")
+        kl = kl_penalty(logprobs, ref_logprobs.to(dtype), kl_estimator)  # (N, T)
         per_token = per_token + kl_coef * kl
         stats["kl"] = masked_mean(kl.detach(), mask)
     if entropy is not None:

@@ -13,7 +13,9 @@ One function, read top to bottom. Every step:
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     ``parts`` (from ``build_parts``) may be passed to reuse a loaded model and data; the model,
     data, reward and sampler then come from ``parts`` and every other setting from ``config``.
     """
-    from rlft.algorithms import ALGORITHMS, rl_loss
+    from rlft.algorithms import ALGORITHMS, kl_reward, masked_mean, rl_loss
     from rlft.data.buckets import TailGuard, apply_tail_boost, assign_buckets
     from rlft.data.sampling import PromptSampler, traffic_weights
     from rlft.eval.evaluate import evaluate, log_summary
@@ -133,44 +135,59 @@ def train(config: Config, parts: Any = None) -> RunResult:
             scored = g_scored if g_scored.error is not None else scored
             if g_scored.rewards is not None:
                 greedy_rewards = torch.tensor(g_scored.rewards, dtype=torch.float32)
-        if scored.error is not None:
+        error = scored.error
+        if error is None:
+            rewards = torch.tensor(scored.rewards, dtype=torch.float32).view(len(batch), ro.group_size)  # (B, G)
+            # 4. advantages, of R - kl_coef * KL(y) when the KL penalty is in the reward (algo.kl_mode)
+            ref_lp, kl_stats, penalized = None, {}, rewards
+            if reference is not None:
+                with reference.active() as ref_model:
+                    ref_lp = _frozen_logprobs(ref_model, rollout, config, parts, completion_logprobs)  # (N, T)
+            if ref_lp is not None and algo_cfg.kl_mode == "reward":
+                kl = kl_reward(rollout.logprobs, ref_lp, rollout.completion_mask)                 # (N,)
+                penalized = rewards - algo_cfg.kl_coef * kl.view_as(rewards)                      # (B, G)
+                kl_stats["kl"] = masked_mean(rollout.logprobs - ref_lp, rollout.completion_mask).item()
+            advantages = algo.advantages(penalized, greedy_rewards=greedy_rewards, state=state["algo"],
+                                         baseline_momentum=algo_cfg.baseline_momentum,
+                                         scale_rewards=algo_cfg.scale_rewards).reshape(-1)       # (N,)
+            weights = prompt_sampler.loss_weights(idx).repeat_interleave(ro.group_size).float()  # (N,)
+            # 5. update; a non-finite loss or gradient skips it like a bad reward
+            stats, error = _update(model, rollout, ref_lp if algo_cfg.kl_mode == "loss" else None, advantages,
+                                   weights, config, parts, optimizer, algo.clip, completion_logprobs, rl_loss)
+        with warnings.catch_warnings():  # on skipped steps too: the learning-rate schedule follows the step number
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+            scheduler.step()
+        # 6. log, evaluate, checkpoint (a skipped step still evaluates and saves when due)
+        step_time = time.perf_counter() - t0
+        if error is not None:
             state["skipped"] += 1
             state["consecutive_skips"] += 1
             result.skipped_steps = state["skipped"]
-            logger.log(step, "train", {"skipped": 1, "skipped_total": state["skipped"], "reason": scored.error})
-            progress.write(f"step {step}: skipped, {scored.error}")
+            logger.log(step, "train", {"skipped": 1, "skipped_total": state["skipped"], "reason": error})
+            progress.write(f"step {step}: skipped, {error}")
             if state["consecutive_skips"] >= run.skip_bad_reward_limit:
                 from rlft.errors import RlftError
 
-                raise RlftError(f"reward.spec: {state['consecutive_skips']} consecutive steps skipped; last: {scored.error}")
+                raise RlftError(f"run.skip_bad_reward_limit: {state['consecutive_skips']} consecutive steps skipped; "
+                                f"last: {error}")
             progress.update(1, {})
-            continue
-        state["consecutive_skips"] = 0
-        rewards = torch.tensor(scored.rewards, dtype=torch.float32).view(len(batch), ro.group_size)  # (B, G)
-        # 4. advantages
-        advantages = algo.advantages(rewards, greedy_rewards=greedy_rewards, state=state["algo"],
-                                     baseline_momentum=algo_cfg.baseline_momentum,
-                                     scale_rewards=algo_cfg.scale_rewards).reshape(-1)           # (N,)
-        weights = prompt_sampler.loss_weights(idx).repeat_interleave(ro.group_size).float()   # (N,)
-        # 5. update
-        stats = _update(model, reference, rollout, advantages, weights, config, parts, optimizer, scheduler,
-                        algo.clip, completion_logprobs, rl_loss)
-        # 6. log, evaluate, checkpoint
-        step_time = time.perf_counter() - t0
-        row = {"reward": rewards.mean().item(), "reward_std": rewards.std().item(),
-               "length": rollout.lengths.float().mean().item(),
-               "truncation_rate": rollout.truncated.float().mean().item(),
-               "lr": scheduler.get_last_lr()[0], "step_time": step_time, "gen_time": t_gen,
-               "unique_prompts": len(set(idx.tolist())), **stats}
-        if greedy_rewards is not None:
-            row["greedy_reward"] = greedy_rewards.mean().item()
-        logger.log(step, "train", row)
-        if row["truncation_rate"] > 0.5 and not state.get("warned_truncation"):
-            state["warned_truncation"] = True
-            progress.write(f"warning: {row['truncation_rate']:.0%} of completions hit rollout.max_new_tokens="
-                           f"{ro.max_new_tokens} without EOS; truncated text usually scores low, so raise "
-                           "rollout.max_new_tokens if the references are longer")
-        progress.update(1, {"reward": row["reward"], "kl": row.get("kl", 0.0), "s/step": step_time})
+        else:
+            state["consecutive_skips"] = 0
+            raw_rewards = torch.tensor(scored.rewards)  # (N,) the weighted sum, before any normalization
+            row = {"reward": raw_rewards.mean().item(), "reward_std": raw_rewards.std().item(),
+                   "length": rollout.lengths.float().mean().item(),
+                   "truncation_rate": rollout.truncated.float().mean().item(),
+                   "lr": scheduler.get_last_lr()[0], "step_time": step_time, "gen_time": t_gen,
+                   "unique_prompts": len(set(idx.tolist())), **kl_stats, **stats}
+            if greedy_rewards is not None:
+                row["greedy_reward"] = greedy_rewards.mean().item()
+            logger.log(step, "train", row)
+            if row["truncation_rate"] > 0.5 and not state.get("warned_truncation"):
+                state["warned_truncation"] = True
+                progress.write(f"warning: {row['truncation_rate']:.0%} of completions hit rollout.max_new_tokens="
+                               f"{ro.max_new_tokens} without EOS; truncated text usually scores low, so raise "
+                               "rollout.max_new_tokens if the references are longer")
+            progress.update(1, {"reward": row["reward"], "kl": row.get("kl", 0.0), "s/step": step_time})
         result.step = step
         if (run.eval_every and step % run.eval_every == 0 or step == run.steps) and val_set:
             run_eval(step)
@@ -186,34 +203,36 @@ def train(config: Config, parts: Any = None) -> RunResult:
     return result
 
 
-def _update(model, reference, rollout, advantages, weights, config, parts, optimizer, scheduler,
-            clip, completion_logprobs, rl_loss) -> dict[str, float]:
+def _update(model, rollout, ref_lp, advantages, weights, config, parts, optimizer, clip,
+            completion_logprobs, rl_loss) -> tuple[dict[str, float], str | None]:
     """``updates_per_batch`` optimizer steps on one batch of rollouts, in ``grad_accum`` micro-batches.
 
     Each micro-batch's loss is normalized by the whole batch's token (or row) count, so the
-    accumulated gradient equals the gradient of the whole batch at once.
+    accumulated gradient equals the gradient of the whole batch at once; the logged token means
+    (kl, entropy, clip_frac, ratio_mean) are weighted by each micro-batch's tokens, so they are
+    the batch's token means whatever ``grad_accum`` is. ``ref_lp`` (N, T): the reference's
+    log-probs for a KL loss term (None: no KL term). Log-probabilities are taken at the sampling
+    temperature. Returns the stats and None, or the stats so far and the reason when a loss or
+    gradient is not finite: that optimizer step is not taken.
     """
     algo_cfg, n = config.algo, rollout.completion_ids.shape[0]
     mask = rollout.completion_mask
     normalizer = mask.sum() if algo_cfg.loss_norm == "token" else torch.tensor(float(n))
     chunks = [c for c in torch.arange(n).chunk(config.optim.grad_accum) if len(c)]
-    ref_lp = old_lp = None
-    with torch.no_grad(), parts.autocast():
-        if reference is not None:
-            with reference.active() as ref_model:
-                ref_lp = torch.cat([completion_logprobs(ref_model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
-                                    for c in chunks]).float()
-        if algo_cfg.updates_per_batch > 1:  # the policy before this batch's first update
-            old_lp = torch.cat([completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq)[0]
-                                for c in chunks]).float()
+    temperature = config.rollout.temperature
+    old_lp = None
+    if algo_cfg.updates_per_batch > 1:  # the policy before this batch's first update
+        old_lp = _frozen_logprobs(model, rollout, config, parts, completion_logprobs)
     model.train()
     totals: dict[str, float] = {}
+    error = None
     for _ in range(algo_cfg.updates_per_batch):
         optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
         for c in chunks:
             with parts.autocast():
                 lp, ent = completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq,
-                                              with_entropy=algo_cfg.entropy_coef > 0)
+                                              with_entropy=algo_cfg.entropy_coef > 0, temperature=temperature)
             lp = lp.float()
             loss, stats = rl_loss(
                 lp, old_lp[c] if old_lp is not None else lp.detach(), advantages[c], mask[c],
@@ -223,18 +242,37 @@ def _update(model, reference, rollout, advantages, weights, config, parts, optim
                 loss_norm=algo_cfg.loss_norm, normalizer=normalizer,
                 weights=weights[c] if weights is not None else None)
             loss.backward()
-            share = len(c) / n
-            totals["loss"] = totals.get("loss", 0.0) + loss.item()
+            step_loss += loss.item()
+            # loss and pg_loss are normalized by the whole batch already: micro-batch values add up
+            totals["pg_loss"] = totals.get("pg_loss", 0.0) + float(stats.pop("pg_loss"))
+            tokens = float(mask[c].sum() / mask.sum().clamp(min=1))  # this micro-batch's share of the tokens
             for k, v in stats.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * share
+                totals[k] = totals.get(k, 0.0) + float(v) * tokens
+        totals["loss"] = totals.get("loss", 0.0) + step_loss
+        params = [p for p in model.parameters() if p.grad is not None]
         if config.optim.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm)
-            totals["grad_norm"] = float(grad_norm)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm))
+        else:
+            grad_norm = float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+        totals["grad_norm"] = grad_norm
+        if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
+            error = f"non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'}; update skipped"
+            optimizer.zero_grad(set_to_none=True)
+            break
         optimizer.step()
-    scheduler.step()
     model.eval()
     k = algo_cfg.updates_per_batch
-    return {key: (v / k if key != "grad_norm" else v) for key, v in totals.items()}
+    return {key: (v / k if key != "grad_norm" else v) for key, v in totals.items()}, error
+
+
+def _frozen_logprobs(model, rollout, config, parts, completion_logprobs) -> torch.Tensor:
+    """log pi(y_t) of the sampled tokens at the sampling temperature, no grad, in the
+    ``grad_accum`` micro-batches of the update (memory).  # (N, T) fp32"""
+    n = rollout.completion_ids.shape[0]
+    chunks = [c for c in torch.arange(n).chunk(config.optim.grad_accum) if len(c)]
+    with torch.no_grad(), parts.autocast():
+        return torch.cat([completion_logprobs(model, _rows(rollout, c), is_seq2seq=parts.policy.is_seq2seq,
+                                              temperature=config.rollout.temperature)[0] for c in chunks]).float()
 
 
 def _rows(rollout, idx):
