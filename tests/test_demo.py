@@ -14,7 +14,9 @@ def test_demo_quick_writes_table_and_report(tmp_path, tiny_causal_dir, capsys):
     text = capsys.readouterr().out
     assert "before vs after on 8 test examples" in text
     assert "95% CI" in text and ("no significant change" in text or "improved" in text or "worse" in text)
-    assert "traffic-weighted" in text
+    # traffic: the bucket table or the line saying why there is none, then the replay of 8 requests
+    assert "No traffic-bucket table" in text or "by traffic bucket" in text
+    assert "replay of 8 future requests" in text and "exact-match cache" in text
     html = (out / "report" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64," in html
     summary = json.loads((out / "report" / "summary.json").read_text())

@@ -15,7 +15,9 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
                    ref: str | None = None, max_examples: int | None = None, parts: Any = None) -> dict[str, Any]:
     """Greedy-decode the configured split and score it; writes ``output_dir/eval/<tag>.json``.
 
-    Scores the whole split, or its first ``max_examples`` prompts. ``with_kl``: also the KL to the
+    Scores the whole split, or its first ``max_examples`` prompts. With ``eval.replay`` = N also a
+    traffic replay of N requests (``rlft.eval.replay``), written to ``<tag>-replay.json`` and
+    returned under 'replay_eval'. ``with_kl``: also the KL to the
     starting model, ``ref`` (a model path or name) or, when not given, the ``model.name_or_path`` of
     the run whose output is evaluated (the config.yaml next to its final/ or checkpoints/ dir).
     """
@@ -30,6 +32,13 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
     reference = _starting_model(parts, ref) if with_kl else None
     result = evaluate(parts, examples, reference=reference, tag=tag, split=split)
     write_eval(Path(parts.config.run.output_dir), result)
+    if parts.config.eval.replay:  # new requests come from the evaluated split: held out from training
+        from rlft.eval.replay import evaluate_replay, replay_for
+
+        sample = replay_for(parts, parts.config.eval.replay, held_out=split)
+        replay = evaluate_replay(parts, sample, tag=f"{tag}-replay", reference=reference)
+        write_eval(Path(parts.config.run.output_dir), replay)
+        result = {**result, "replay_eval": replay}
     return result
 
 

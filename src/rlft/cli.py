@@ -138,13 +138,17 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
     rows = [("split", result["split"]), ("examples", result["n"]), (result["metric_name"], result["metric"]),
             (result["second_metric_name"], result["second_metric"]), ("reward", result["reward"]),
             ("kl", result["kl"]), ("length", result["length"]), ("truncation_rate", result["truncation_rate"])]
-    for key in ("traffic_weighted", "unweighted", "head", "torso", "tail"):
+    for key in ("traffic_weighted", "unweighted", "head", "torso", "tail", "seen", "unseen"):
         if result.get(key) is not None:
             rows.append((key, result[key]))
     for name, value in rows:
         print(f"{name:>18}  {value:.4g}" if isinstance(value, float) else f"{name:>18}  {value}")
     for s in result["samples"]:
         print(f"\n> {s['prompt']}\n= {s['reference']}\n< {s['output']}")
+    if result.get("replay_eval"):
+        from rlft.report import replay_table
+
+        print("\n" + replay_table(result["replay_eval"]))
     return 0
 
 

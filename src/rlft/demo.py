@@ -5,7 +5,9 @@
 3. run RL with the default algorithm (settings below; any can be overridden on the command line);
 4. greedy-decode the same test rows again: the "after" numbers, KL to the starting model;
 5. print the comparison (paired-bootstrap 95% interval of the change; an interval that contains
-   0 is reported as no significant change), the per-traffic-bucket table and example outputs;
+   0 is reported as no significant change) and example outputs, then the traffic tables: the
+   metric by training-count bucket, and a replay of future requests (seen vs new, with an
+   exact-match cache baseline; ``rlft.eval.replay``), decoded before and after training;
 6. write the report (PNG plots and a self-contained HTML page) into the run directory.
 """
 
@@ -50,7 +52,8 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
     from rlft.eval.bootstrap import paired_bootstrap
     from rlft.eval.evaluate import evaluate, write_eval
     from rlft.models.loading import load_reference
-    from rlft.report import bucket_table, comparison_table, write_report
+    from rlft.eval.replay import evaluate_replay, replay_for
+    from rlft.report import comparison_table, traffic_tables, write_report
     from rlft.training.loop import train
     from rlft.training.setup import build_parts
 
@@ -69,10 +72,16 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
 
     before = evaluate(parts, test, tag="before", split="test")
     write_eval(run_dir, before)
+    # Traffic replay (rlft.eval.replay): future requests drawn from the training log's traffic.
+    replay = replay_for(parts, len(test), held_out="test")
+    replay_before = evaluate_replay(parts, replay, tag="replay-before")
+    write_eval(run_dir, replay_before)
     start = load_reference(parts.policy)  # the policy before training, for the KL of 'after'
     result = train(config, parts)
     after = evaluate(parts, test, reference=start, tag="after", step=result.step, split="test")
     write_eval(run_dir, after)
+    replay_after = evaluate_replay(parts, replay, tag="replay-after", step=result.step)
+    write_eval(run_dir, replay_after)
 
     ci = paired_bootstrap(before["per_example"], after["per_example"], seed=config.run.seed)
     second = None
@@ -80,9 +89,8 @@ def run_demo(args: list[str], *, quick: bool = False) -> int:
         second = paired_bootstrap(before["second_per_example"], after["second_per_example"], seed=config.run.seed)
     print()
     print(comparison_table(before, after, bootstrap=ci, second_bootstrap=second))
-    if before.get("buckets"):
-        print()
-        print(bucket_table(before, after, seed=config.run.seed))
+    print()
+    print(traffic_tables(before, after, replay_before, replay_after, seed=config.run.seed))
     report = write_report(run_dir, seed=config.run.seed)
     print(f"\nreport: {report}\nmodel: {result.final_dir}\ntook {time.perf_counter() - t0:.0f} s")
     return 0

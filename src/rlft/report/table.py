@@ -282,7 +282,7 @@ def _no_bucket_note(data: dict, rule: str | None) -> str:
     why = []
     if labels is not None and labels:
         label = str(labels[0])
-        why.append("none appears in the training log (all 'unseen')" if label == "unseen" else
+        why.append("none appears in the training log: all 'unseen'" if label == "unseen" else
                    f"all are in the training bucket '{label}'")
     if counts is not None and counts:
         why.append(f"all carry count {counts[0]:g}")

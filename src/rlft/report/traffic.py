@@ -21,12 +21,12 @@ def replay_table(before: dict, after: dict | None = None, *, n_resamples: int = 
     seen = meta["seen"]
     last = after if after is not None else before
     rows: list[tuple[str, ReplayScores]] = []
-    for label, data in (("model before", before), ("model after", after)):
-        if data is not None:
-            rows.append((label, per_request(data["per_example"], weights, seen)))
+    models = (("model before", before), ("model after", after)) if after is not None else (("model", before),)
+    for label, data in models:
+        rows.append((label, per_request(data["per_example"], weights, seen)))
     cache = baselines(last["per_example"], last["cache_per_example"], weights, seen)
     rows.append(("exact-match cache", cache["cache"]))
-    rows.append(("cache + model " + ("after" if after is not None else "before"), cache["cache + model"]))
+    rows.append((f"cache + {models[-1][0]}", cache["cache + model"]))
     n_seen = sum(w for w, s in zip(weights, seen) if s)
     n_all = sum(weights)
     header = ["per request", f"all ({n_all:g})", f"seen ({n_seen:g})", f"new ({n_all - n_seen:g})"]
