@@ -90,9 +90,9 @@ def test_off_language_unknown_code_is_a_config_error():
 def test_component_columns_names_and_means():
     comps = [Component("chrf", 0.8, [0.5, 0.7]), Component("pkg.mod:fn", 0.2, [1.0, 0.0]),
              Component("chrf", 1.0, [0.0, 0.0])]
-    assert list(M.component_columns(comps)) == ["reward_chrf", "reward_pkg.mod_fn", "reward_chrf_2"]
-    assert M.component_means(comps) == pytest.approx({"reward_chrf": 0.6, "reward_pkg.mod_fn": 0.5,
-                                                      "reward_chrf_2": 0.0})
+    assert list(M.component_columns(comps)) == ["reward/chrf", "reward/pkg.mod_fn", "reward/chrf_2"]
+    assert M.component_means(comps) == pytest.approx({"reward/chrf": 0.6, "reward/pkg.mod_fn": 0.5,
+                                                      "reward/chrf_2": 0.0})
     assert M.component_means([Component("chrf", 1.0, [0.5])]) == {}  # a single reward is 'reward' itself
 
 
@@ -101,7 +101,7 @@ def test_rollout_monitors_keys():
                              [Component("chrf", 0.5, [1.0, 0.0]), Component("placeholders", 0.5, [1.0, 1.0])])
     assert row["zero_var_groups"] == 1.0
     assert row["copy_rate"] == 0.5 and row["length_ratio"] == pytest.approx(5 / 4)
-    assert row["reward_chrf"] == 0.5 and row["reward_placeholders"] == 1.0
+    assert row["reward/chrf"] == 0.5 and row["reward/placeholders"] == 1.0
     assert "off_language" not in row  # no language: off
 
 

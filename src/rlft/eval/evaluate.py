@@ -1,4 +1,5 @@
-"""Greedy-decode evaluation: task metric, reward, KL to the reference, length, truncation.
+"""Greedy-decode evaluation: task metric, reward, KL to the reference, length, truncation, and the
+reward-hacking monitors (``rlft.eval.monitors``) with each reward component's mean.
 
 The result is a plain dict with the fields the report reads (see ``rlft.report``), written
 to ``run_dir/eval/<tag>.json``.
@@ -53,6 +54,7 @@ def evaluate(
     scores, a second metric, mean reward, KL to ``reference`` (None without one), mean length,
     truncation rate, traffic buckets and stratified scores, and sample outputs.
     """
+    from rlft.eval.monitors import component_columns, text_monitors
     from rlft.rewards import METRICS, score
     from rlft.training.setup import render
 
@@ -63,6 +65,7 @@ def evaluate(
     rewards: list[float] = []
     lengths: list[float] = []
     truncated: list[bool] = []
+    columns: dict[str, list[float]] = {}  # 'reward/<name>' -> values of each reward component
     kl_sum = kl_tokens = 0.0
     for start in range(0, len(examples), config.eval.batch_size):
         batch = list(examples[start:start + config.eval.batch_size])
@@ -74,6 +77,8 @@ def evaluate(
         result = score(parts.reward_fn, [ex.prompt for ex in batch], rollout.texts,
                        [ex.references for ex in batch], truncated=rollout.truncated.tolist())
         rewards.extend(result.rewards if result.rewards is not None else [math.nan] * len(batch))
+        for key, values in component_columns(result.components).items():
+            columns.setdefault(key, []).extend(values)
         if reference is not None:
             with parts.autocast():
                 n_tok = float(rollout.completion_mask.sum())
@@ -96,6 +101,10 @@ def evaluate(
         "samples": [{"id": ex.id, "prompt": ex.prompt, "reference": ex.references[0], "output": o}
                     for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
     }
+    out.update(text_monitors([ex.prompt for ex in examples], outputs, refs, language=config.eval.language,
+                             cjk=config.reward.cjk))
+    if len(columns) > 1:
+        out.update({k: _mean(v) for k, v in columns.items()})
     if freq_buckets:  # buckets from the TRAINING counts; prompts absent from training are 'unseen'
         from rlft.data.buckets import bucket_examples, stratified_scores
 
@@ -126,8 +135,11 @@ def metric_names(config: Any) -> tuple[str, str | None]:
 
 def log_summary(result: dict[str, Any]) -> dict[str, float | None]:
     """The scalar part of an eval result, for metrics.jsonl."""
+    from rlft.eval.monitors import COMPONENT_PREFIX, MONITOR_KEYS
+
     keys = ["metric", "corpus_metric", "second_metric", "reward", "kl", "length", "truncation_rate",
-            "traffic_weighted", "unweighted", "head", "torso", "tail", "unseen", "rare"]
+            "traffic_weighted", "unweighted", "head", "torso", "tail", "unseen", "rare", *MONITOR_KEYS]
+    keys += [k for k in result if k.startswith(COMPONENT_PREFIX)]
     return {k: result[k] for k in keys if k in result}
 
 

@@ -26,10 +26,10 @@ from typing import Any
 from rlft.errors import RlftError
 from rlft.rewards import text as T
 
-# Keys a monitored row may hold (train rows also get zero_var_groups and reward_<component>).
+# Keys a monitored row may hold (train rows also get zero_var_groups and reward/<component>).
 MONITOR_KEYS = ("zero_var_groups", "length_ratio", "copy_rate", "distinct_1", "distinct_2", "repetition",
                 "off_language")
-COMPONENT_PREFIX = "reward_"
+COMPONENT_PREFIX = "reward/"
 DIVERGENCE_KEY = "reward_metric_divergence"
 # Language ID picks among these widely used languages (plus the target): over all 142 of
 # py3langid's, short texts land in neighbours (Chinese UI strings in 'wuu'/'yue', 'Okie dokie'
@@ -186,7 +186,7 @@ def text_monitors(prompts: Sequence[str], completions: Sequence[str], references
 
 
 def component_columns(components: Sequence[Any]) -> dict[str, list[float]]:
-    """'reward_<name>' -> unweighted values of each reward component (``rewards.Component``);
+    """'reward/<name>' -> unweighted values of each reward component (``rewards.Component``);
     characters other than letters, digits, '_' and '.' become '_', a repeated name gets '_2', '_3'."""
     out: dict[str, list[float]] = {}
     for c in components:
@@ -200,7 +200,7 @@ def component_columns(components: Sequence[Any]) -> dict[str, list[float]]:
 
 
 def component_means(components: Sequence[Any]) -> dict[str, float]:
-    """Mean of each component ('reward_<name>'), only for a reward of several components."""
+    """Mean of each component ('reward/<name>'), only for a reward of several components."""
     cols = component_columns(components)
     return {k: _nan_mean(v) for k, v in cols.items()} if len(cols) > 1 else {}
 

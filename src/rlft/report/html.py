@@ -21,7 +21,7 @@ from typing import Any
 
 from rlft.errors import RlftError, where
 from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
-from rlft.report import plots
+from rlft.report import monitors, plots
 from rlft.report.table import (
     Group, Row, align_pair, bucket_groups, bucket_table, comparison_rows, comparison_table, display_name, fmt,
     fmt_ci, pick_examples,
@@ -104,6 +104,8 @@ def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Pa
         "training": {"train_lines": len(train), "last_step": max(steps, default=None),
                      "eval_lines": len(evals), "last_eval": evals[-1] if evals else None},
         "plots": [p.name for p in pngs],
+        "monitors": {r.key: dataclasses.asdict(r) for r in monitors.monitor_rows(metrics)},
+        "divergence_steps": monitors.divergence_steps(metrics),
     }
     if cmp is not None:
         b, a = cmp["before"], cmp["after"]
@@ -172,6 +174,9 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
             eval_for_name = cmp["before"] if cmp else (load_eval(after_path) if after_path.is_file() else {})
             pngs.append(plots.plot_curves(metrics, out_dir / "curves.png",
                                           metric_name=display_name(eval_for_name.get("metric_name"))))
+            keys = monitors.monitor_keys(metrics)
+            if keys:
+                pngs.append(plots.plot_monitors(metrics, keys, out_dir / "monitors.png"))
     else:
         notes.append("matplotlib is not installed, so this report has no plots (pip install 'rlft[report]').")
     if cmp is None:
@@ -241,6 +246,21 @@ def _examples_html(cmp: dict) -> str:
     return "".join(items) or '<p class="note">No sample outputs stored in the eval files.</p>'
 
 
+def _monitors_html(summary: dict) -> str:
+    parts = []
+    if summary["divergence_steps"]:
+        steps = ", ".join(str(s) for s in summary["divergence_steps"])
+        parts.append(f'<div class="verdict worse">Warning at step {_e(steps)}: the validation metric fell while '
+                     "the train reward rose for two evaluations in a row; the reward may be hacked.</div>")
+    body = [[(key, ""), (row["what"], ""), (fmt(row["train_start"], 3), ""), (fmt(row["train_end"], 3), ""),
+             (fmt(row["eval_start"], 3), ""), (fmt(row["eval_end"], 3), "")]
+            for key, row in summary["monitors"].items()]
+    parts.append(_table(["monitor", "what", "train start", "train end", "eval start", "eval end"], body))
+    parts.append('<p class="note">Train start/end: mean of the first/last tenth of the logged steps; eval: '
+                 "the first and last evaluation. Definitions: rlft.eval.monitors.</p>")
+    return "\n".join(parts)
+
+
 def _cut(text: Any) -> str:
     text = "" if text is None else str(text)
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " [...]"
@@ -266,6 +286,10 @@ def _page(run_dir: Path, summary: dict, cmp: dict | None, pngs: list[Path], note
             body.append(_img(by_name["before_after.png"], "metric before and after"))
     if "curves.png" in by_name:
         body += ["<h2>Training curves</h2>", _img(by_name["curves.png"], "training curves")]
+    if summary["monitors"]:
+        body += ["<h2>Reward-hacking monitors</h2>", _monitors_html(summary)]
+        if "monitors.png" in by_name:
+            body.append(_img(by_name["monitors.png"], "reward-hacking monitors"))
     if cmp is not None:
         body += ["<h2>Example outputs</h2>", _examples_html(cmp)]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -178,3 +178,30 @@ def plot_before_after(before: dict, after: dict, out_png: str | os.PathLike, *, 
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _save(fig, out_png)
+
+
+def plot_monitors(metrics: Sequence[dict], keys: Sequence[str], out_png: str | os.PathLike) -> Path:
+    """One small panel per reward-hacking monitor: train (raw and smoothed) and evaluation points."""
+    cols = min(4, max(1, len(keys)))
+    rows = max(1, math.ceil(len(keys) / cols))
+    fig = _figure(3.3 * cols, 2.7 * rows)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.1, top=0.9, wspace=0.3, hspace=0.55)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    split = _eval_split(metrics)
+    for ax, key in zip(axes, keys):
+        steps, values = series(metrics, "train", key)
+        if steps:
+            ax.plot(steps, values, color=_AFTER_COLOR, alpha=_RAW_ALPHA, linewidth=1)
+            ax.plot(steps, smooth(values), color=_AFTER_COLOR, linewidth=2, label="train")
+        if split:
+            e_steps, e_values = series(metrics, split, key)
+            if e_steps:
+                ax.plot(e_steps, e_values, color="#c05621", marker="o", markersize=3, linewidth=1, label=split)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ax is axes[0]:
+            ax.legend(fontsize=7, loc="best")
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    return _save(fig, out_png)

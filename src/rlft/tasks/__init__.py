@@ -20,7 +20,7 @@ from rlft.errors import RlftError
 class Task:
     name: str
     description: str
-    language: str  # of the references: 'en', 'zh' or 'fr'
+    language: str  # of the references: 'en', 'zh' or 'fr'; the off_language monitor's target (eval.language)
     template: str  # for base models: a Python format string with {prompt}
     reward: str  # reward spec, as in RewardConfig.spec
     metric: str
@@ -155,7 +155,7 @@ def task_config(name: str) -> dict[str, Any]:
             "max_prompt_tokens": task.max_prompt_tokens,
         },
         "reward": {"spec": task.reward},
-        "eval": {"metric": task.metric},
+        "eval": {"metric": task.metric, "language": task.language},
         "rollout": {"max_new_tokens": task.max_new_tokens},
     }
 

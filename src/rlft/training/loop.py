@@ -8,7 +8,8 @@ One function, read top to bottom. Every step:
   4. advantages from the algorithm (REINFORCE / SCST / RLOO / GRPO);
   5. update: log-probabilities with grad in micro-batches, the policy-gradient loss with KL
      and entropy terms, gradient clipping, one AdamW step (``updates_per_batch`` times);
-  6. log; every ``eval_every`` steps evaluate on validation, every ``save_every`` checkpoint.
+  6. log (with the reward-hacking monitors of ``rlft.eval.monitors``); every ``eval_every`` steps
+     evaluate on validation, every ``save_every`` checkpoint.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.algorithms import ALGORITHMS, kl_reward, masked_mean, rl_loss
     from rlft.data.buckets import TailGuard, apply_tail_boost, assign_buckets
     from rlft.data.sampling import PromptSampler, traffic_weights
+    from rlft.algorithms.gdpo import decoupled_rewards
     from rlft.eval.evaluate import evaluate, log_summary
+    from rlft.eval.monitors import DivergenceWatch, rollout_monitors
     from rlft.models.loading import disable_dropout, load_reference
     from rlft.models.logprobs import completion_logprobs
     from rlft.rewards import score
@@ -88,7 +91,8 @@ def train(config: Config, parts: Any = None) -> RunResult:
     gen = torch.Generator().manual_seed(run.seed + 1)
     state: dict[str, Any] = {"algo": {}, "skipped": 0, "consecutive_skips": 0}
 
-    stateful = {"prompt_sampler": prompt_sampler, "tail_guard": guard}  # saved in, and resumed from, 'extra'
+    watch = DivergenceWatch()  # validation metric falling while the train reward rises
+    stateful = {"prompt_sampler": prompt_sampler, "tail_guard": guard, "divergence_watch": watch}  # in 'extra'
     resumed = resume_latest(run_dir, model=policy.trainable, optimizer=optimizer, scheduler=scheduler,
                             generators={"rollout": gen}, state=state, stateful=stateful) if run.resume else None
     start_step = resumed or 0
@@ -98,7 +102,10 @@ def train(config: Config, parts: Any = None) -> RunResult:
 
     def run_eval(step: int) -> None:
         ev = evaluate(parts, val_set, reference=reference, tag=f"step-{step:08d}", step=step)
-        logger.log(step, "validation", log_summary(ev))
+        flags = watch.update(ev["metric"])
+        logger.log(step, "validation", {**log_summary(ev), **flags})
+        if flags["reward_metric_divergence"]:
+            print(watch.message(ev["metric_name"]))
         for s in ev["samples"]:
             logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
         result.evals.append(ev)
@@ -138,6 +145,9 @@ def train(config: Config, parts: Any = None) -> RunResult:
         error = scored.error
         if error is None:
             rewards = torch.tensor(scored.rewards, dtype=torch.float32).view(len(batch), ro.group_size)  # (B, G)
+            if config.reward.normalize_components:  # GDPO: each term standardized in its group, then summed
+                rewards = decoupled_rewards(torch.tensor([c.values for c in scored.components]).view(
+                    -1, len(batch), ro.group_size), torch.tensor([c.weight for c in scored.components]))  # (B, G)
             # 4. advantages, of R - kl_coef * KL(y) when the KL penalty is in the reward (algo.kl_mode)
             ref_lp, kl_stats, penalized = None, {}, rewards
             if reference is not None:
@@ -181,6 +191,9 @@ def train(config: Config, parts: Any = None) -> RunResult:
                    "unique_prompts": len(set(idx.tolist())), **kl_stats, **stats}
             if greedy_rewards is not None:
                 row["greedy_reward"] = greedy_rewards.mean().item()
+            row.update(rollout_monitors(raw, rollout.texts, refs, rewards, scored.components,
+                                        language=config.eval.language, cjk=config.reward.cjk))
+            watch.add(row["reward"])
             logger.log(step, "train", row)
             if row["truncation_rate"] > 0.5 and not state.get("warned_truncation"):
                 state["warned_truncation"] = True
