@@ -131,3 +131,12 @@ def test_divergence_watch_windows_and_resumes():
     assert resumed.update(47.0)[M.DIVERGENCE_KEY] == 1
     assert "fell (48.00 -> 47.00" not in resumed.message("chrF")
     assert "49.00 -> 48.00 -> 47.00" in resumed.message("chrF") and "0.200 -> 0.500 -> 0.600" in resumed.message("chrF")
+
+
+def test_normalize_components_is_refused_with_scst():
+    from rlft.config import load_config
+    from rlft.errors import RlftError
+
+    assert load_config(None, ["reward.normalize_components=true"]).reward.normalize_components is True
+    with pytest.raises(RlftError, match="normalize_components"):
+        load_config(None, ["reward.normalize_components=true", "algo.name=scst"])

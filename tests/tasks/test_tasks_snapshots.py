@@ -106,6 +106,7 @@ def test_task_config_is_accepted_by_load_config(task):
     assert config.data.template == TASKS[task].template and "{prompt}" in config.data.template
     assert config.reward.spec == TASKS[task].reward
     assert config.eval.metric == TASKS[task].metric
+    assert config.eval.language == TASKS[task].language  # the off_language monitor's target
     assert config.rollout.max_new_tokens == TASKS[task].max_new_tokens
     for split in SPLITS:
         assert (task_dir(task) / f"{split}.jsonl.gz").samefile(getattr(config.data, split))
