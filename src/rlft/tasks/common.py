@@ -214,7 +214,7 @@ def write_datasheet(out_dir: Path, title: str, intro: str, splits: dict[str, lis
         "prompts are merged): the first 64 bits of the hash as a number h in [0, 1); h < 0.05 -> "
         "test, h < 0.10 -> validation, else train." + caps,
         "## Lengths\n\n" + length_table(splits, cjk_reference),
-        "## Counts\n\n" + counts_note.strip(),
+        "## Counts\n\n" + counts_note.strip() + "\n\n" + REPLAY_NOTE,
         extra.strip(),
         "Rebuild with `python scripts/build_tasks.py --task NAME`; the numbers above are written by "
         "the build, so they describe the committed snapshot.",
@@ -224,8 +224,16 @@ def write_datasheet(out_dir: Path, title: str, intro: str, splits: dict[str, lis
     return path
 
 
+REPLAY_NOTE = (
+    "Splits are disjoint by prompt, so every validation and test prompt is 'unseen' by the training "
+    "counts that define head, torso and tail (`rlft.data.buckets`); repeated traffic is evaluated by "
+    "the traffic replay (`rlft.eval.replay`, `eval.replay=N`), which draws repeats from train in "
+    "proportion to `count` and new prompts from a held-out split with the Good-Turing probability "
+    "n1/N of the train split."
+)
+
 ZIPF_NOTE = (
-    "The source has no traffic signal, so `count` follows a Zipf traffic model: the prompts of all "
+    "**Synthetic counts** (not observed traffic). The source has no traffic signal, so `count` follows a Zipf traffic model: the prompts of all "
     "three splits are ranked 1..N by the sha256 of `\"{seed}:\" + prompt` (a seeded permutation), and "
     "`count = max(1, round(C / rank**{exponent}))` with seed {seed}, C = {scale:g} and exponent "
     "{exponent}. Test and validation rows get counts from the same model. Resulting head: the top "

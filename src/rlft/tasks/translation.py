@@ -274,7 +274,7 @@ catalog is part of the Debian package that installs it and carries that package'
 """
 
 COUNTS_NOTE = """
-`count` is the number of catalogs (programs) whose cleaned English message is identical to the
+**Real counts.** `count` is the number of catalogs (programs) whose cleaned English message is identical to the
 prompt: a real frequency signal (e.g. regular-expression errors shipped by every gnulib user).
 Catalogs that are symbolic links (iso-codes' legacy domain names) are not counted twice. The
 references of a message are its distinct translations across catalogs, most frequent first.
