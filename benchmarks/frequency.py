@@ -8,11 +8,13 @@ For each task, from the same SFT model (the one ``learning.py`` trains; shared t
 * frequency-aware RL (``frequency.alpha`` > 0 with a ``frequency.floor``): prompt i is drawn
   with probability floor/U + (1 - floor) * count_i**alpha / sum_j count_j**alpha.
 
-Each is scored on held-out test prompts: traffic-weighted metric (what users see), the
-head/torso/tail buckets (``frequency.head_share``/``torso_share`` over the evaluated rows, as
-``rlft.eval.evaluate`` assigns them) and the unweighted mean, with paired-bootstrap 95% CIs
-of the differences (``rlft.report.table.bucket_groups``). The recommended alpha is the arm with
-the best traffic-weighted VALIDATION metric.
+Every RL arm is trained with 3 seeds (``--seeds``). Each model is scored on one traffic replay
+(``rlft.eval.replay``): ``--replay`` future requests drawn from the training log, a new held-out
+test prompt with the Good-Turing probability n1/N, else a training prompt in proportion to its
+count. Reported per request: all, seen (repeats, where traffic-weighting should help) and new
+requests, the exact-match cache and the cache with each model answering new prompts, and per seed
+the paired-bootstrap 95% CI of each arm minus uniform. The recommended alpha is the arm with the
+best traffic-weighted VALIDATION metric, averaged over seeds.
 
     python benchmarks/frequency.py --tasks translation summarization
 """
@@ -29,13 +31,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
+from common import RESULTS, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
 from learning import TEST_ROWS, cand_name, parse_grid  # noqa: E402
 
 TASKS = ("translation", "summarization", "code_summary", "dialogue")
 # Validation rows used to choose alpha (first N; 0 = all): the Zipf tasks' validation splits are small.
 SELECT_ROWS = {"translation": 200, "summarization": 0, "code_summary": 0, "dialogue": 300}
-GROUP_ORDER = ("traffic_weighted", "head", "torso", "tail", "unweighted", "repeated", "single")
 
 
 def parse_arms(text: str) -> list[tuple[float, float]]:
@@ -57,187 +58,180 @@ def chosen_rl(task: str, results: Path, fallback: str) -> dict[str, Any]:
     return parse_grid(fallback)[0]
 
 
-def groups(before: dict[str, Any], after: dict[str, Any], seed: int, head_share: float = 0.5,
-           torso_share: float = 0.3) -> dict[str, Any]:
-    """bucket_groups (head/torso/tail/traffic-weighted/unweighted) plus the repeated (count >= 2)
-    and single (count = 1) prompts, each as the paired CI of after - before."""
-    from rlft.eval.bootstrap import paired_bootstrap
-    from rlft.report.table import bucket_groups
+def replay_eval(task: str, model_dir: str, n: int, replay_seed: int, *, cache: Path, tag: str, threads: int,
+                precision: str, seed: int) -> dict[str, Any]:
+    """``model_dir`` on the task's replay sample (``rlft.eval.replay``), cached like ``eval_model``."""
+    from rlft.eval.replay import evaluate_replay, replay_for
 
-    from rlft.data.buckets import assign_buckets
+    config = common.make_config(task, model_dir, cache.parent, {"eval.max_examples": 0}, threads=threads,
+                                precision=precision, seed=seed)
+    parts = common.build(config)
+    sample = replay_for(parts, n, held_out="test", seed=replay_seed)
+    key = common.fingerprint(model_dir)
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("ids") == [ex.id for ex in sample.examples] and stored.get("model") == key:
+            log(f"replay {tag}: cached ({cache})")
+            return stored
+    t0 = time.perf_counter()
+    result = evaluate_replay(parts, sample, tag=tag)
+    result.update({"wall_s": round(time.perf_counter() - t0, 1), "model": key})
+    common.write_json(cache, result)
+    log(f"replay {tag}: {len(sample.requests)} requests, {result['n']} unique prompts, "
+        f"{result['metric_name']} per request {result['traffic_weighted']:.2f} ({result['wall_s']} s)")
+    return result
 
-    # Buckets from the counts with rlft's current rule (not the ones stored with a cached
-    # evaluation, which may predate a change of the rule), over the evaluated rows.
-    buckets = assign_buckets(before["counts"], head_share, torso_share)
-    before, after = {**before, "buckets": buckets}, {**after, "buckets": buckets}
-    out = {}
-    for g in bucket_groups(before, after, seed=seed):
-        out[g.key] = _ci(g.result)
-    counts = before["counts"]
-    for key, keep in (("repeated", lambda c: c >= 2), ("single", lambda c: c < 2)):
-        idx = [i for i, c in enumerate(counts) if keep(c)]
-        if idx:
-            out[key] = _ci(paired_bootstrap([before["per_example"][i] for i in idx],
-                                            [after["per_example"][i] for i in idx], seed=seed))
+
+def per_request(ev: dict[str, Any]) -> dict[str, Any]:
+    """Model, cache and cache + model means per request: all, seen and new requests."""
+    from rlft.eval.replay import baselines
+    from rlft.eval.replay import per_request as mean
+
+    w, seen = ev["counts"], ev["replay"]["seen"]
+    out = {"model": vars(mean(ev["per_example"], w, seen))}
+    out.update({k: vars(v) for k, v in baselines(ev["per_example"], ev["cache_per_example"], w, seen).items()})
     return out
 
 
-def _replay_ci(before: dict[str, Any], after: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Traffic-weighted and unweighted paired CIs on the seen (training-head) prompts."""
+def versus(before: dict[str, Any], after: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Paired-bootstrap CIs of after - before per request (weights = requests), on all, seen, new."""
     from rlft.eval.bootstrap import paired_bootstrap
 
-    b, a = before["per_example"], after["per_example"]
-    return {"traffic_weighted": _ci(paired_bootstrap(b, a, weights=before["counts"], seed=seed)),
-            "unweighted": _ci(paired_bootstrap(b, a, seed=seed))}
-
-
-def _ci(r: Any) -> dict[str, Any]:
-    return {"before": r.mean_before, "after": r.mean_after, "delta": r.delta, "low": r.low, "high": r.high,
-            "significant": r.significant, "n": r.n}
+    assert before["ids"] == after["ids"], "comparisons must score the same replay sample"
+    w, seen = before["counts"], before["replay"]["seen"]
+    out = {}
+    for key, keep in (("all", lambda s: True), ("seen", lambda s: s), ("new", lambda s: not s)):
+        idx = [i for i, s in enumerate(seen) if keep(s)]
+        if idx:
+            r = paired_bootstrap([before["per_example"][i] for i in idx], [after["per_example"][i] for i in idx],
+                                 weights=[w[i] for i in idx], seed=seed)
+            out[key] = {"before": r.mean_before, "after": r.mean_after, "delta": r.delta, "low": r.low,
+                        "high": r.high, "significant": r.significant, "n": r.n}
+    return out
 
 
 def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
     scope = task_scope(task, args, TEST_ROWS)
-    work, evals, kw, test_n, test_rows = scope.work, scope.evals, scope.kw, scope.test_n, scope.test_rows
+    work, evals, kw = scope.work, scope.evals, scope.kw
     t_task = time.perf_counter()
     select_n = args.select_rows if args.select_rows is not None else SELECT_ROWS[task]
     sel_rows = lambda splits: splits["validation"][: select_n or None]  # noqa: E731
-    # Seen prompts: the most frequent TRAINING prompts. Not held out (SFT and RL trained on them),
-    # but it is what repeated production traffic looks like: the head recurs verbatim.
-    replay_rows = lambda splits: sorted(splits["train"], key=lambda ex: -ex.count)[: args.replay_rows]  # noqa: E731
+    replay_tag = f"replay{args.replay}-s{args.replay_seed}"
 
     # 1. the start: SFT until validation stops improving (shared with learning.py)
     _, sft_info = sft_start(task, args, scope)
     sft_dir = sft_info["best_dir"]
-    sft_test = eval_model(task, sft_dir, test_rows, cache=evals / f"sft-test{test_n}.json",
-                          tag="sft-test", split="test", **kw)
-    sft_sel = eval_model(task, sft_dir, sel_rows, cache=evals / f"sft-val{select_n}.json",
-                         tag="sft-val", split="validation", **kw)
-    sft_replay = eval_model(task, sft_dir, replay_rows, cache=evals / f"sft-replay{args.replay_rows}.json",
-                            tag="sft-replay", split="train", **kw) if args.replay_rows else None
-    # 2. RL arms at equal compute
+    sft_replay = replay_eval(task, sft_dir, args.replay, args.replay_seed, cache=evals / f"sft-{replay_tag}.json",
+                             tag="sft-replay", **kw)
+    # 2. RL arms at equal compute, each with every seed
     rl = chosen_rl(task, Path(args.results), args.rl)
     budget = f"s{args.rl_steps}x{args.prompts}x{args.group}"
     arms = []
     for alpha, floor in parse_arms(args.arms):
         cand = {**rl, "alpha": alpha, "floor": floor} if alpha else {**rl}
         name = cand_name(cand)
-        run = rl_run(task, sft_dir, work / "rl" / task / f"{name}-{budget}", cand, steps=args.rl_steps,
-                     prompts=args.prompts, group=args.group, **kw)
-        val = eval_model(task, run["final_dir"], sel_rows, cache=evals / f"rl-{name}-{budget}-val{select_n}.json",
-                         tag=f"rl-{name}-val", split="validation", **kw)
-        test = eval_model(task, run["final_dir"], test_rows, cache=evals / f"rl-{name}-{budget}-test{test_n}.json",
-                          tag=f"rl-{name}-test", split="test", **kw)
-        replay = eval_model(task, run["final_dir"], replay_rows,
-                            cache=evals / f"rl-{name}-{budget}-replay{args.replay_rows}.json",
-                            tag=f"rl-{name}-replay", split="train", **kw) if args.replay_rows else None
-        arms.append({"name": arm_name(alpha, floor), "alpha": alpha, "floor": floor, "run": run, "val": val,
-                     "test": test, "replay": replay})
-    # 3. the recommended alpha: best traffic-weighted validation metric
-    best = max(arms, key=lambda a: a["val"]["traffic_weighted"])
+        runs = []
+        for seed in args.seeds:
+            skw = {**kw, "seed": seed}
+            tag = f"rl-{name}-{budget}-seed{seed}"
+            run = rl_run(task, sft_dir, work / "rl" / task / tag, cand, steps=args.rl_steps,
+                         prompts=args.prompts, group=args.group, **skw)
+            val = eval_model(task, run["final_dir"], sel_rows, cache=evals / f"{tag}-val{select_n}.json",
+                             tag=f"{tag}-val", split="validation", **skw)
+            replay = replay_eval(task, run["final_dir"], args.replay, args.replay_seed,
+                                 cache=evals / f"{tag}-{replay_tag}.json", tag=f"{tag}-replay", **skw)
+            runs.append({"seed": seed, "run": run, "val": val, "replay": replay})
+        arms.append({"name": arm_name(alpha, floor), "alpha": alpha, "floor": floor, "runs": runs})
+    # 3. the recommended alpha: best traffic-weighted validation metric, mean over seeds
+    val_mean = {a["name"]: _mean([r["val"]["traffic_weighted"] for r in a["runs"]]) for a in arms}
+    best = max(arms, key=lambda a: val_mean[a["name"]])
     uniform = next(a for a in arms if a["alpha"] == 0)
     entry_arms = {}
     for a in arms:
-        entry_arms[a["name"]] = {
-            "alpha": a["alpha"], "floor": a["floor"], "val": summary(a["val"]), "test": summary(a["test"]),
-            "vs_sft": groups(sft_test, a["test"], args.seed),
-            "vs_uniform": groups(uniform["test"], a["test"], args.seed) if a is not uniform else None,
-            "second_vs_sft": compare(sft_test, a["test"], seed=args.seed).get("second_metric"),
-            "run": {k: a["run"][k] for k in ("wall_s", "reward_first", "reward_last", "completions", "settings")},
-        }
-        if a["replay"] is not None:
-            entry_arms[a["name"]]["replay"] = {
-                "metric": a["replay"]["metric"], "traffic_weighted": a["replay"]["traffic_weighted"],
-                "vs_sft": _replay_ci(sft_replay, a["replay"], args.seed),
-                "vs_uniform": _replay_ci(uniform["replay"], a["replay"], args.seed) if a is not uniform else None}
+        seeds = []
+        for r, u in zip(a["runs"], uniform["runs"]):
+            seeds.append({"seed": r["seed"], "replay": per_request(r["replay"]), "val": summary(r["val"]),
+                          "vs_sft": versus(sft_replay, r["replay"], args.seed),
+                          "vs_uniform": versus(u["replay"], r["replay"], args.seed) if a is not uniform else None,
+                          "run": {k: r["run"][k] for k in ("wall_s", "reward_first", "reward_last", "completions",
+                                                            "settings")}})
+        mean = {part: _mean([s["replay"]["model"][part] for s in seeds]) for part in ("all", "seen", "new")}
+        entry_arms[a["name"]] = {"alpha": a["alpha"], "floor": a["floor"], "val_traffic_weighted": val_mean[a["name"]],
+                                 "replay_mean": mean, "seeds": seeds}
     targets = {}
     for name, e in entry_arms.items():
-        if e["vs_uniform"] is None:
+        if name == uniform["name"]:
             continue
-        tw, head, tail = e["vs_uniform"].get("traffic_weighted"), e["vs_uniform"].get("head"), e["vs_sft"].get("tail")
+        cis = [s["vs_uniform"] for s in e["seeds"]]
         targets[name] = {
-            "beats_uniform_traffic_weighted": bool(tw and tw["delta"] > 0),
-            "traffic_weighted_ci_excludes_0": bool(tw and tw["low"] > 0),
-            "beats_uniform_head": bool(head and head["delta"] > 0),
-            "head_ci_excludes_0": bool(head and head["low"] > 0),
-            "tail_within_0.5_of_sft": None if tail is None else bool(tail["delta"] >= -0.5),
-        }
-        seen = (e.get("replay") or {}).get("vs_uniform") or {}
-        if seen:  # the recurring head: the same comparison on the most frequent training prompts
-            tw = seen["traffic_weighted"]
-            targets[name] |= {"beats_uniform_on_seen_head": bool(tw["delta"] > 0), "seen_head_ci_excludes_0": bool(tw["low"] > 0)}
+            f"{part}_{what}": sum(1 for c in cis if part in c and test(c[part])) for part in ("all", "seen", "new")
+            for what, test in (("beats_uniform_seeds", lambda c: c["delta"] > 0),
+                               ("ci_excludes_0_above_seeds", lambda c: c["low"] > 0))}
+    sample = sft_replay["replay"]
     return {"task": task, "date": common.utc_now(), "wall_s": round(time.perf_counter() - t_task, 1),
-            "test_rows": len(sft_test["ids"]), "select_rows": len(sft_sel["ids"]), "rl": rl,
+            "replay": {"requests": sample["requests"], "unique": sft_replay["n"], "seed": sample["seed"],
+                       "p_new": sample["p_new"], "singletons": sample["singletons"],
+                       "log_requests": sample["log_requests"], "pool": sample["pool"],
+                       "pool_reused": sample["pool_reused"],
+                       "seen_requests": sum(w for w, s in zip(sft_replay["counts"], sample["seen"]) if s)},
+            "select_rows": select_n, "rl": rl, "seeds": list(args.seeds),
             "budget": {"steps": args.rl_steps, "prompts_per_step": args.prompts, "group_size": args.group,
                        "completions": args.rl_steps * args.prompts * args.group},
-            "sft": {"test": summary(sft_test), "val": summary(sft_sel), "best_dir": sft_dir,
-                    "best_step": sft_info["best_step"],
-                    "replay": summary(sft_replay) if sft_replay else None},
-            "replay_rows": args.replay_rows,
+            "sft": {"replay": per_request(sft_replay), "best_dir": sft_dir, "best_step": sft_info["best_step"]},
             "arms": entry_arms, "recommended": {"arm": best["name"], "alpha": best["alpha"], "floor": best["floor"],
-                                                "val_traffic_weighted": best["val"]["traffic_weighted"]},
+                                                "val_traffic_weighted": val_mean[best["name"]]},
             "targets": targets}
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
 
 
 def markdown(data: dict[str, Any]) -> str:
     meta = data["meta"]
-    lines = ["# High-frequency fine-tuning: uniform vs frequency-aware RL (held-out test split)", "",
-             f"Seed {meta.get('seed')}, precision {meta.get('precision')}, {meta.get('threads')} torch thread(s) per "
-             f"process; generated {common.utc_now()}. Every arm starts from the same SFT model and samples the same "
-             "number of completions. Cells: metric (0-100); CIs: paired-bootstrap 95% interval of the difference "
-             "(1000 resamples), * = excludes 0. Buckets: rlft's head/torso/tail over the evaluated rows (head = most "
-             "frequent prompts up to 50% of traffic, torso the next 30%, ties cut in row order, recomputed from the counts "
-             "with rlft's current `assign_buckets`). repeated = count >= 2, "
-             "single = count 1.", ""]
+    lines = ["# High-frequency fine-tuning: uniform vs frequency-aware RL on a traffic replay", "",
+             f"Precision {meta.get('precision')}, {meta.get('threads')} torch thread(s) per process; generated "
+             f"{common.utc_now()}. Every arm starts from the same SFT model and samples the same number of "
+             "completions; each RL arm is trained with every seed. Scores: the task metric (0-100) per request "
+             "on one replay sample (`rlft.eval.replay`): a request is a new held-out test prompt with the "
+             "Good-Turing probability n1/N of the training log, else a training prompt in proportion to its "
+             "count. seen = requests repeating a training prompt, new = the rest. Cache: the exact-match cache "
+             "(a seen prompt answered with its training reference, new prompts unanswered = 0); cache + model: "
+             "the cache on seen requests, the model on new ones. CIs: paired bootstrap over the replay's unique "
+             "prompts weighted by requests (1000 resamples), * = excludes 0.", ""]
     for task, e in data["tasks"].items():
-        b = e["budget"]
+        b, rp = e["budget"], e["replay"]
         lines += [f"## {task}", "", f"Command: `{e.get('command', '')}`  ",
-                  f"{e['test_rows']} test rows, {e['select_rows']} validation rows; RL {e['rl']['algo']} lr {e['rl']['lr']:g} "
-                  f"T {e['rl']['temperature']:g} kl {e['rl'].get('kl_coef', 0):g}, {b['steps']} steps x {b['prompts_per_step']} "
-                  f"prompts x G {b['group_size']} = {b['completions']} completions per arm; task wall time {e['wall_s']} s.",
-                  "", "| slice (n) | SFT | " + " | ".join(e["arms"]) + " |", "|---|---:|" + "---:|" * len(e["arms"])]
-        first = next(iter(e["arms"].values()))
-        for key in GROUP_ORDER:
-            if key not in first["vs_sft"]:
-                continue
-            n = first["vs_sft"][key]["n"]
-            row = [f"{key} ({n})", num(first["vs_sft"][key]["before"])]
-            row += [num(a["vs_sft"][key]["after"]) for a in e["arms"].values()]
-            lines.append("| " + " | ".join(row) + " |")
-        sec = [num(e["sft"]["test"]["second_metric"])] + [num(a["test"]["second_metric"]) for a in e["arms"].values()]
-        lines.append(f"| second metric ({e['sft']['test']['second_metric_name']}) | " + " | ".join(sec) + " |")
-        lines.append("| val traffic-weighted | " + num(e["sft"]["val"]["traffic_weighted"]) + " | " +
-                     " | ".join(num(a["val"]["traffic_weighted"]) for a in e["arms"].values()) + " |")
-        lines += ["", "| difference [95% CI] | " + " | ".join(
-            [f"{n} - SFT" for n in e["arms"]] + [f"{n} - uniform" for n, a in e["arms"].items() if a["vs_uniform"]]) + " |",
-            "|---|" + "---|" * (len(e["arms"]) + sum(1 for a in e["arms"].values() if a["vs_uniform"]))]
-        for key in GROUP_ORDER:
-            if key not in first["vs_sft"]:
-                continue
-            cells = [fmt_ci(a["vs_sft"].get(key)) for a in e["arms"].values()]
-            cells += [fmt_ci(a["vs_uniform"].get(key)) for a in e["arms"].values() if a["vs_uniform"]]
-            lines.append(f"| {key} | " + " | ".join(cells) + " |")
-        if e.get("replay_rows") and e["sft"].get("replay"):
-            rp = e["sft"]["replay"]
-            lines += ["", f"Seen prompts (the {e['replay_rows']} most frequent TRAINING prompts, {rp['n']} rows; not "
-                      "held out, since SFT and RL trained on them, but it is how repeated traffic recurs):", "",
-                      "| | SFT | " + " | ".join(e["arms"]) + " |", "|---|---:|" + "---:|" * len(e["arms"]),
-                      "| traffic-weighted | " + num(rp["traffic_weighted"]) + " | " + " | ".join(
-                          num(a["replay"]["traffic_weighted"]) for a in e["arms"].values()) + " |",
-                      "| unweighted | " + num(rp["metric"]) + " | " + " | ".join(
-                          num(a["replay"]["metric"]) for a in e["arms"].values()) + " |",
-                      "| traffic-weighted vs uniform [95% CI] | | " + " | ".join(
-                          fmt_ci(a["replay"]["vs_uniform"]["traffic_weighted"]) if a["replay"]["vs_uniform"] else "-"
-                          for a in e["arms"].values()) + " |"]
+                  f"Replay: {rp['requests']} requests (seed {rp['seed']}), {rp['unique']} unique prompts; "
+                  f"P(new) = {rp['singletons']}/{rp['log_requests']:g} = {rp['p_new']:.3f}; "
+                  f"{rp['seen_requests']} seen requests" + (" (held-out pool reused)" if rp["pool_reused"] else "")
+                  + f". RL {e['rl']['algo']} lr {e['rl']['lr']:g} T {e['rl']['temperature']:g} kl "
+                  f"{e['rl'].get('kl_coef', 0):g}, {b['steps']} steps x {b['prompts_per_step']} prompts x G "
+                  f"{b['group_size']} = {b['completions']} completions per run; seeds {e['seeds']}; task wall time "
+                  f"{e['wall_s']} s.", "", "| per request | all | seen | new |", "|---|---:|---:|---:|"]
+        row = lambda label, d: f"| {label} | {num(d['all'])} | {num(d['seen'])} | {num(d['new'])} |"  # noqa: E731
+        lines += [row("SFT", e["sft"]["replay"]["model"]), row("exact-match cache", e["sft"]["replay"]["cache"]),
+                  row("cache + SFT", e["sft"]["replay"]["cache + model"])]
+        for name, a in e["arms"].items():
+            lines.append(row(f"{name} (mean of {len(a['seeds'])} seeds)", a["replay_mean"]))
+            for s in a["seeds"]:
+                lines.append(row(f"{name} seed {s['seed']}", s["replay"]["model"]))
+        lines += ["", "| difference [95% CI] | all | seen | new |", "|---|---|---|---|"]
+        for name, a in e["arms"].items():
+            for s in a["seeds"]:
+                for ref in ("vs_uniform", "vs_sft"):
+                    if s[ref]:
+                        lines.append(f"| {name} seed {s['seed']} - {'uniform' if ref == 'vs_uniform' else 'SFT'} | " + " | ".join(
+                            fmt_ci(s[ref].get(part)) for part in ("all", "seen", "new")) + " |")
         rec = e["recommended"]
-        lines += ["", f"Recommended (best validation traffic-weighted metric): **{rec['arm']}** "
+        lines += ["", f"Recommended (best validation traffic-weighted metric, mean over seeds): **{rec['arm']}** "
                   f"(alpha {rec['alpha']:g}, floor {rec['floor']:g}).", ""]
         for name, t in e["targets"].items():
-            lines.append(f"- {name}: beats uniform on traffic-weighted: {t['beats_uniform_traffic_weighted']} "
-                         f"(CI excludes 0: {t['traffic_weighted_ci_excludes_0']}); on head: {t['beats_uniform_head']} "
-                         f"(CI excludes 0: {t['head_ci_excludes_0']}); tail within 0.5 of SFT: {t['tail_within_0.5_of_sft']}"
-                         + (f"; beats uniform on the seen head (traffic-weighted): {t['beats_uniform_on_seen_head']} "
-                            f"(CI excludes 0: {t['seen_head_ci_excludes_0']})" if "beats_uniform_on_seen_head" in t else ""))
+            n = len(e["seeds"])
+            lines.append(f"- {name} vs uniform, seeds (of {n}) with a higher mean / a CI above 0: " + "; ".join(
+                f"{part} {t[f'{part}_beats_uniform_seeds']}/{t[f'{part}_ci_excludes_0_above_seeds']}"
+                for part in ("all", "seen", "new")))
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -251,8 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-rows", type=int, default=None, help="test rows per task (0 = all); default as learning.py")
     p.add_argument("--val-rows", type=int, default=100, help="validation rows of SFT early stopping (as learning.py)")
     p.add_argument("--select-rows", type=int, default=None, help="validation rows used to choose alpha (0 = all); default per task")
-    p.add_argument("--replay-rows", type=int, default=50,
-                   help="also score the N most frequent training prompts (seen, not held out); 0 = off")
+    p.add_argument("--replay", type=int, default=400, help="requests in the traffic replay (rlft.eval.replay)")
+    p.add_argument("--replay-seed", type=int, default=0, help="seed of the replay sample (one sample for all models)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RL seeds per arm")
     p.add_argument("--sft-lr", type=float, default=1e-4)
     p.add_argument("--sft-batch", type=int, default=16)
     p.add_argument("--sft-eval-every", type=int, default=25)
@@ -278,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*longer than data.max_prompt_tokens.*")
     results = Path(args.results)
     command = "python benchmarks/frequency.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"seed": args.seed, "precision": args.precision, "threads": args.threads, "model": args.model}
+    meta = {"seed": args.seed, "seeds": args.seeds, "precision": args.precision, "threads": args.threads,
+            "model": args.model}
     for task in args.tasks:
         log(f"=== frequency: {task}")
         entry = run_task(task, args)
