@@ -113,3 +113,22 @@ def test_python_api_train_is_callable_every_time(tmp_path, tiny_causal_dir, tiny
     for run in ("a", "b"):  # a subpackage named like the function would shadow it after the first call
         cfg = rlft.load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / run, **{"run.steps": 1}))
         assert rlft.train(cfg).step == 1
+
+
+def test_overrides_may_follow_options():
+    from rlft.cli import _parse, _parser
+
+    ns = _parse(_parser(), ["eval", "a.b=1", "--max-examples", "3", "run.seed=2", "--kl"])
+    assert ns.args == ["a.b=1", "run.seed=2"] and ns.max_examples == 3 and ns.kl
+    ns = _parse(_parser(), ["demo", "--base", "--quick", "run.steps=1"])
+    assert ns.base and ns.quick and ns.args == ["run.steps=1"]
+
+
+def test_a_stray_word_after_options_is_still_an_error(capsys):
+    import pytest
+
+    from rlft.cli import _parse, _parser
+
+    with pytest.raises(SystemExit):
+        _parse(_parser(), ["eval", "a.b=1", "--kl", "oops"])
+    assert "unrecognized arguments: oops" in capsys.readouterr().err

@@ -1,15 +1,16 @@
-"""`rlft demo --quick` runs end to end (on a tiny model here; the real demo uses the bundled one)."""
+"""`rlft demo --quick` runs end to end on tiny models: the default profile (a chat model with LoRA on
+summarization; the real demo uses SmolLM2-135M-Instruct) and `--base` (rlft-base on translation)."""
 
 from __future__ import annotations
 
 import json
 
 
-def test_demo_quick_writes_table_and_report(tmp_path, tiny_causal_dir, capsys):
+def test_demo_base_quick_writes_table_and_report(tmp_path, tiny_causal_dir, capsys):
     from rlft.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", f"model.name_or_path={tiny_causal_dir}", f"run.output_dir={out}",
+    assert main(["demo", "--base", "--quick", f"model.name_or_path={tiny_causal_dir}", f"run.output_dir={out}",
                  "run.precision=fp32", "run.threads=1", "rollout.max_new_tokens=8", "eval.max_new_tokens=8"]) == 0
     text = capsys.readouterr().out
     assert "before vs after on 8 test examples" in text
@@ -25,3 +26,23 @@ def test_demo_quick_writes_table_and_report(tmp_path, tiny_causal_dir, capsys):
     after = json.loads((out / "eval" / "after.json").read_text())
     assert before["ids"] == after["ids"] and before["split"] == "test"
     assert after["kl"] is not None and after["kl"] >= 0
+
+
+def test_demo_default_profile_is_a_chat_model_with_lora(tmp_path, capsys):
+    from rlft.cli import main
+    from rlft.demo import DEMO_SETTINGS
+    from tests.tiny import tiny_causal
+
+    assert DEMO_SETTINGS["data.template"] == "chat" and DEMO_SETTINGS["lora.r"] > 0
+    out = tmp_path / "demo"
+    model = tiny_causal(tmp_path, chat=True)
+    assert main(["demo", "--quick", f"model.name_or_path={model}", f"run.output_dir={out}",
+                 "run.precision=fp32", "run.threads=1", "rollout.max_new_tokens=8", "eval.max_new_tokens=8"]) == 0
+    text = capsys.readouterr().out
+    assert "summarization task" in text and "before vs after on 8 test examples" in text
+    # LoRA: final/ is the merged model with the adapter beside it; the demo's figures are in demo.json
+    assert (out / "final" / "config.json").is_file() and (out / "final" / "adapter").is_dir()
+    figures = json.loads((out / "demo.json").read_text())
+    assert figures["test_rows"] == 8 and figures["metric_name"] == "rouge_l"
+    assert figures["ci"][0] <= figures["delta"] <= figures["ci"][1]
+    assert "avx512_bf16" in figures["machine"] and figures["seconds"] > 0

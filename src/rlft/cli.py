@@ -17,7 +17,7 @@ COMMANDS = {
     "sft": "Supervised fine-tuning on the same data (the baseline RL is compared with, and its warm start).",
     "eval": "Greedy-decode a split and report the task metric, reward, length and truncation.",
     "generate": "Generate completions for prompts given on the command line or in a file.",
-    "demo": "The end-to-end demo: RL on the bundled translation task, before/after table and report.",
+    "demo": "The end-to-end demo: RL on SmolLM2-135M-Instruct (LoRA) for man-page summarization, before/after table and report.",
     "pretrain": "Build the bundled base model: tokenizer + small decoder-only model on local text.",
     "report": "Write the HTML report (plots, before/after table) of a run directory.",
     "tasks": "List the bundled tasks.",
@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--resume", action="store_true", help="same as run.resume=true")
         if name == "demo":
             p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
+            p.add_argument("--base", action="store_true",
+                           help="the bundled 6.9M-parameter rlft-base on en->zh translation instead of SmolLM2 (faster)")
         if name == "report":
             p.add_argument("--run-dir", required=False, help="the run directory (default: run.output_dir)")
     return parser
@@ -79,11 +81,26 @@ def _config(args: list[str], extra: list[str] | None = None) -> Any:
     return load_config(path, overrides)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line; overrides may also follow options (`rlft eval --kl model.x=y`).
+
+    argparse stops collecting the positional list at the first option, so settings after it
+    come back as extras; they join the overrides in order, anything else is an error.
+    """
+    ns, extras = parser.parse_known_args(argv)
+    stray = [e for e in extras if "=" not in e or e.startswith("-")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extras:
+        ns.args = list(getattr(ns, "args", None) or []) + extras
+    return ns
+
+
 def main(argv: list[str] | None = None) -> int:
     from rlft.errors import RlftError
 
     parser = _parser()
-    ns = parser.parse_args(argv)
+    ns = _parse(parser, argv)
     if ns.command is None:
         parser.print_help()
         return 0
@@ -184,7 +201,7 @@ def _cmd_generate(ns: argparse.Namespace) -> int:
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from rlft.demo import run_demo
 
-    return run_demo(ns.args, quick=ns.quick)
+    return run_demo(ns.args, quick=ns.quick, base=ns.base)
 
 
 def _cmd_pretrain(ns: argparse.Namespace) -> int:

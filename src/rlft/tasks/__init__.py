@@ -88,8 +88,10 @@ TASKS: dict[str, Task] = {
         second_metric="chrf",
         max_new_tokens=24,
         build=_lazy_build("summarization"),
-        instruction="Write the one-line NAME summary of this manual page: a short phrase of a few words, "
-                    "like 'copy memory area'. Reply with the phrase only.\n\n{prompt}",
+        # Chosen on 48 validation rows with SmolLM2-135M-Instruct among four wordings (ROUGE-L 16.5;
+        # "Write the one-line NAME summary ..." 5.5, "What is this manual page about? ..." 10.9,
+        # "Write a short title (3 to 8 words) ..." before the text 16.6 but 69% copying).
+        instruction="{prompt}\n\nSummarize the text above as a short title of 3 to 8 words.",
     ),
     "dialogue": Task(
         name="dialogue",
@@ -101,8 +103,9 @@ TASKS: dict[str, Task] = {
         second_metric="chrf",
         max_new_tokens=48,
         build=_lazy_build("dialogue"),
-        instruction="This is a casual online chat between A and B. Write B's next message: one short, "
-                    "natural line. Reply with the message only.\n\n{prompt}",
+        # The instruction follows the chat, so a long chat truncated from its start keeps it.
+        instruction="{prompt}\n\nThis is a casual online chat between A and B. Write B's next message: "
+                    "one short, natural line. Reply with the message only.",
     ),
     "code_summary": Task(
         name="code_summary",
@@ -115,9 +118,10 @@ TASKS: dict[str, Task] = {
         max_new_tokens=32,
         build=_lazy_build("code_summary"),
         max_prompt_tokens=512,
-        instruction="Write the first sentence of the docstring of this Python code: one short sentence "
-                    "saying what it does, like 'Return the number of items.'. Reply with the sentence "
-                    "only.\n\n```python\n{prompt}\n```",
+        # The instruction follows the code, so a long function truncated from its start keeps it.
+        instruction="```python\n{prompt}\n```\n\nWrite the first sentence of the docstring of this Python "
+                    "code: one short sentence saying what it does, like 'Return the number of items.'. "
+                    "Reply with the sentence only.",
     ),
 }
 
