@@ -120,15 +120,18 @@ def compare(before: dict[str, Any], after: dict[str, Any], *, seed: int) -> dict
 # ---------------------------------------------------------------------------------------------
 # SFT until the validation metric stops improving
 
-def sft_with_patience(task: str, model: str, out_dir: Path, *, base_val: float, val_n: int, eval_every: int,
-                      patience: int, max_steps: int, max_minutes: float, lr: float, batch_size: int,
-                      threads: int, precision: str, seed: int) -> dict[str, Any]:
+def sft_with_patience(task: str, model: str, out_dir: Path, *, base_val: float | None, val_n: int,
+                      eval_every: int, patience: int, max_steps: int, max_minutes: float, lr: float, batch_size: int,
+                      threads: int, precision: str, seed: int, model_settings: dict[str, Any] | None = None,
+                      base_competes: bool = True) -> dict[str, Any]:
     """Supervised fine-tuning from ``model`` in chunks of ``eval_every`` steps (``run.resume``
     continues the same optimizer and data order), stopping after ``patience`` evaluations without
     a new best validation metric, at ``max_steps`` or after ``max_minutes``.
 
     The base model counts as step 0 with ``base_val``: when no SFT checkpoint beats it, the
-    "SFT" model is the base model itself. Returns the summary, also written to out_dir/summary.json,
+    "SFT" model is the base model itself. With ``base_competes=False`` (the protocol's SFT candidates,
+    compared with the base model by ``protocol.select`` instead) the best SFT checkpoint is kept even
+    when the base model was better. Returns the summary, also written to out_dir/summary.json,
     and reused as is when that file exists (so both benchmarks share one SFT per task).
     """
     from rlft.training.sft import sft
@@ -137,11 +140,11 @@ def sft_with_patience(task: str, model: str, out_dir: Path, *, base_val: float, 
     if done.is_file():
         log(f"sft {task}: reusing {done}")
         return json.loads(done.read_text(encoding="utf-8"))
-    settings = {"optim.lr": lr, "sft.batch_size": batch_size, "sft.epochs": 1000, "run.eval_every": eval_every,
-                "run.save_every": eval_every, "run.keep_checkpoints": 1, "run.resume": True,
+    settings = {**(model_settings or {}), "optim.lr": lr, "sft.batch_size": batch_size, "sft.epochs": 1000,
+                "run.eval_every": eval_every, "run.save_every": eval_every, "run.keep_checkpoints": 1, "run.resume": True,
                 "eval.max_examples": val_n, "optim.schedule": "constant"}
-    curve = [{"step": 0, "metric": base_val}]
-    best_step, best_val, since_best = 0, base_val, 0
+    curve = [{"step": 0, "metric": base_val}] if base_competes else []
+    best_step, best_val, since_best = 0, base_val if base_competes else -math.inf, 0
     t0 = time.perf_counter()
     parts = None
     stop = "max_steps"
@@ -221,16 +224,19 @@ def rl_settings(candidate: dict[str, Any], *, steps: int, prompts: int, group: i
 
 
 def rl_run(task: str, start_model: str, out_dir: Path, candidate: dict[str, Any], *, steps: int, prompts: int,
-           group: int, threads: int, precision: str, seed: int) -> dict[str, Any]:
+           group: int, threads: int, precision: str, seed: int,
+           model_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """One RL run from ``start_model``; reused when out_dir/summary.json exists. The policy is
-    exported to out_dir/final; the summary holds the training curve's first and last rewards."""
+    exported to out_dir/final; the summary holds the training curve's first and last rewards.
+    ``model_settings`` (dotted, e.g. data.template=chat, lora.r=16) go under the candidate's."""
     from rlft.training.loop import train
 
     done = out_dir / "summary.json"
     if done.is_file():
         log(f"rl {task} {out_dir.name}: reusing {done}")
         return json.loads(done.read_text(encoding="utf-8"))
-    config = make_config(task, start_model, out_dir, rl_settings(candidate, steps=steps, prompts=prompts, group=group),
+    config = make_config(task, start_model, out_dir,
+                         {**(model_settings or {}), **rl_settings(candidate, steps=steps, prompts=prompts, group=group)},
                          threads=threads, precision=precision, seed=seed)
     t0 = time.perf_counter()
     parts = build(config)

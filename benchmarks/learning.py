@@ -1,27 +1,36 @@
-"""Benchmark: does RL beat supervised fine-tuning on held-out data?
+"""Benchmark: does RL beat supervised fine-tuning on held-out data? Under ``protocol.py``.
 
-For each bundled task:
+For each bundled task, four arms, the trained ones with K candidates each at one stated compute
+budget per arm (``--sft-grid`` and ``--grid`` must have the same length K):
 
-1. the base model's held-out test metric;
-2. SFT from the base model until the validation metric stops improving (``--patience``
-   evaluations without a new best; the best validation checkpoint is kept), so that RL's gain
-   cannot be plain "more training";
-3. RL from that best SFT checkpoint at a fixed compute budget (steps x prompts x G completions);
-   each candidate setting in ``--grid`` is trained at that budget and the one with the best
-   VALIDATION metric is kept (the test split is never used to choose);
-4. the test metric of base, SFT and SFT+RL with paired-bootstrap 95% CIs of SFT-base and RL-SFT,
-   plus the second metric (catches reward hacking), truncation rate and mean length.
+1. base: the model zero-shot;
+2. SFT: K learning rates, each trained until validation stops improving (``--patience``, at most
+   ``--sft-max-steps`` x ``--sft-batch`` examples); chosen on validation by ``--sft-rules``;
+3. SFT+RL: K RL candidates from the chosen SFT model at ``--rl-steps`` x ``--prompts`` x ``--group``
+   completions, chosen on validation by ``--rl-rules`` (baseline: the SFT model);
+4. RL from the base model: the same K candidates and budget, chosen the same way (baseline: base).
 
-Results: benchmarks/results/learning.json (one entry per task, written as each task finishes)
-and learning.md. Run directories and cached evaluations go under ``--work``.
+"Best SFT" is the best validation metric among the SFT candidates AND the base model; the tables
+name which. The chosen setting of each trained arm is rerun with every seed in ``--seeds`` (SFT+RL
+at seed s: RL at seed s from the SFT model of seed s, so that an arm's seeds vary all its training); then
+the test split is scored once, through ``protocol.TestLedger`` (a second scoring is refused
+unless ``--rescore-test --rescore-reason ...``, and the results then say how often it was
+scored). Reported: per arm the mean over seeds with its t-interval, SFT+RL - best SFT as the mean
+of per-seed differences with its t-interval beside the paired-bootstrap CI of the first seed,
+buckets (exploratory; only the whole-split row is a planned comparison), and the target as
+rules, each outcome printed.
 
-    python benchmarks/learning.py --tasks translation summarization
+Results: learning-v2.{json,md} in ``--results`` and the ledger in ``--results``/test-ledger/.
+``--smoke`` runs all of it on a tiny random model in under a minute (tests/benchmarks).
+
+    python benchmarks/learning.py --tasks summarization --work runs/bench3
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,12 +39,32 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
+import protocol as P  # noqa: E402
+from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, summary  # noqa: E402
 
-TASKS = ("translation", "summarization", "dialogue", "code_summary")
+PROTOCOL = "learning-v2"
+TASKS = ("summarization", "code_summary", "dialogue", "translation", "translation_fr")
 # Held-out rows scored per task (first N of the split, which is in sha256 order, i.e. a random
-# sample); 0 = the whole split. Only dialogue (1000 rows, 48-token replies) is subsampled.
-TEST_ROWS = {"translation": 0, "summarization": 0, "dialogue": 300, "code_summary": 0}
+# sample); 0 = the whole split. Only dialogue (1000 rows, 48-token replies) is subsampled, and
+# the target rule "on the whole test split" then fails for it, as it should.
+TEST_ROWS = {"translation": 0, "translation_fr": 0, "summarization": 0, "dialogue": 300, "code_summary": 0}
+MODEL_SETTINGS = ("data.template=chat", "lora.r=16")
+SFT_RULES = ("max metric",)
+RL_RULES = ("second_metric >= baseline - 1", "max metric")
+# The target, as data: (quantity, rule). Deltas are SFT+RL minus best SFT on the test split; the
+# monitors are the first seed's test values against best SFT's ('baseline').
+TARGET = (
+    ("metric_delta_mean_over_seeds", ">= 2"),
+    ("metric_delta_bootstrap_low", "> 0"),
+    ("metric_delta_seeds_low", "> 0"),
+    ("whole_test_split", ">= 1"),
+    ("second_delta_bootstrap_high", ">= 0"),  # not significantly lower: the CI reaches 0 or above
+    ("abs_log_length_ratio", "<= baseline + 0.405"),  # no farther from the references' length, by x1.5
+    ("truncation_rate", "<= baseline + 0.05"),
+    ("repetition", "<= baseline + 0.05"),
+    ("copy_rate", "<= baseline + 0.05"),
+)
+ARMS = ("base", "sft", "sft+rl", "rl-base")
 
 
 def parse_grid(text: str) -> list[dict[str, Any]]:
@@ -60,138 +89,325 @@ def cand_name(c: dict[str, Any]) -> str:
     return name
 
 
-def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
-    scope = task_scope(task, args, TEST_ROWS)
-    work, evals, kw, test_n = scope.work, scope.evals, scope.kw, scope.test_n
-    val_rows, test_rows = scope.val_rows, scope.test_rows
-    t_task = time.perf_counter()
+def _settings(items: list[str]) -> dict[str, Any]:
+    """['data.template=chat', 'lora.r=16'] -> {'data.template': 'chat', 'lora.r': '16'}."""
+    return dict(item.split("=", 1) for item in items)
 
-    # 1. base model, 2. SFT until validation stops improving
-    base_val, sft_info = sft_start(task, args, scope)
-    base_test = eval_model(task, args.model, test_rows, cache=evals / f"base-test{test_n}.json",
-                           tag="base-test", split="test", **kw)
-    sft_dir = sft_info["best_dir"]
-    if sft_dir == args.model:  # no SFT checkpoint beat the base model on validation
-        sft_val, sft_test = base_val, base_test
-    else:
-        sft_val = eval_model(task, sft_dir, val_rows, cache=evals / f"sft-val{args.val_rows}.json",
-                             tag="sft-val", split="validation", **kw)
-        sft_test = eval_model(task, sft_dir, test_rows, cache=evals / f"sft-test{test_n}.json",
-                              tag="sft-test", split="test", **kw)
-    # 3. RL candidates at one compute budget, chosen on validation
-    candidates = []
-    for cand in parse_grid(args.grid):
-        name = cand_name(cand)
-        run = rl_run(task, sft_dir, work / "rl" / task / f"{name}-s{args.rl_steps}x{args.prompts}x{args.group}",
-                     cand, steps=args.rl_steps, prompts=args.prompts, group=args.group, **kw)
-        val = eval_model(task, run["final_dir"], val_rows,
-                         cache=evals / f"rl-{name}-s{args.rl_steps}x{args.prompts}x{args.group}-val{args.val_rows}.json",
-                         tag=f"rl-{name}-val", split="validation", **kw)
-        candidates.append({"name": name, "candidate": cand, "run": run, "val": summary(val),
-                           "val_vs_sft": compare(sft_val, val, seed=args.seed)})
-    # The best validation metric among candidates whose validation second metric did not fall by
-    # more than 1 point; when every candidate's did, the best validation metric overall.
-    honest = [c for c in candidates if c["val"]["second_metric"] >= sft_val["second_metric"] - 1.0] or candidates
-    chosen = max(honest, key=lambda c: c["val"]["metric"])
-    rl_test = eval_model(task, chosen["run"]["final_dir"], test_rows,
-                         cache=evals / f"rl-{chosen['name']}-s{args.rl_steps}x{args.prompts}x{args.group}-test{test_n}.json",
-                         tag="rl-test", split="test", **kw)
-    # 4. held-out comparison
-    sft_vs_base = compare(base_test, sft_test, seed=args.seed)
-    rl_vs_sft = compare(sft_test, rl_test, seed=args.seed)
-    rl_vs_base = compare(base_test, rl_test, seed=args.seed)
-    m = rl_vs_sft["metric"]
-    target = {"rl_minus_sft_ge_1": m["delta"] >= 1.0, "ci_excludes_0": m["low"] > 0,
-              "second_metric_not_lower": rl_vs_sft["second_metric"]["delta"] >= 0}
-    target["met"] = all(target.values())
+
+class Arms:
+    """Training and validation of one task's candidates; every run and evaluation cached under --work."""
+
+    def __init__(self, task: str, args: argparse.Namespace):
+        self.task, self.args = task, args
+        self.root = Path(args.work) / PROTOCOL / task
+        self.model_settings = _settings(args.set)
+        # Evaluations load the exported (merged) model: no fresh adapter on top of it.
+        self.eval_settings = {k: v for k, v in self.model_settings.items() if not k.startswith("lora.")}
+        self.kw = {"threads": args.threads, "precision": args.precision}
+        self.test_split_rows = 0
+
+    def val_rows(self, splits: dict) -> list:
+        return splits["validation"][: self.args.val_rows or None]
+
+    def test_rows(self, splits: dict) -> list:
+        self.test_split_rows = len(splits["test"])
+        n = self.args.test_rows if self.args.test_rows is not None else TEST_ROWS[self.task]
+        return splits["test"][: n or None]
+
+    def evaluate(self, model_dir: str, ident: str, split: str) -> dict[str, Any]:
+        rows = self.val_rows if split == "validation" else self.test_rows
+        n = self.args.val_rows if split == "validation" else (
+            self.args.test_rows if self.args.test_rows is not None else TEST_ROWS[self.task])
+        return eval_model(self.task, model_dir, rows, cache=self.root / "evals" / f"{split}{n}-{ident}.json",
+                          tag=f"{ident}-{split}", split=split, seed=self.args.seeds[0], eval_settings=self.eval_settings,
+                          **self.kw)
+
+    def sft(self, lr: float, seed: int) -> dict[str, Any]:
+        a = self.args
+        info = common.sft_with_patience(
+            self.task, a.model, self.root / "sft" / f"lr{lr:g}-seed{seed}", base_val=None, val_n=a.val_rows,
+            eval_every=a.sft_eval_every, patience=a.patience, max_steps=a.sft_max_steps, max_minutes=a.sft_minutes,
+            lr=lr, batch_size=a.sft_batch, seed=seed, model_settings=self.model_settings, base_competes=False, **self.kw)
+        return {"model_dir": info["best_dir"], "run": info}
+
+    def rl(self, arm: str, start: str, cand: dict[str, Any], seed: int) -> dict[str, Any]:
+        a = self.args
+        # the start is in the directory name: SFT+RL at seed s starts from the SFT model of seed s
+        start_tag = "base" if start == a.model else Path(start).parent.name
+        run = rl_run(self.task, start, self.root / arm / f"{cand_name(cand)}-from-{start_tag}-seed{seed}", cand,
+                     steps=a.rl_steps, prompts=a.prompts, group=a.group, seed=seed,
+                     model_settings=self.model_settings, **self.kw)
+        return {"model_dir": run["final_dir"], "run": run}
+
+
+def _candidates(arms: Arms, arm: str, grid: list[dict[str, Any]], start: str | None) -> dict[str, dict[str, Any]]:
+    """id -> {model_dir, run, candidate, val (full eval)} of one arm's K candidates at the first seed."""
+    seed = arms.args.seeds[0]
+    out = {}
+    for cand in grid:
+        ident = f"sft-lr{cand['lr']:g}" if arm == "sft" else f"{arm}-{cand_name(cand)}"
+        trained = arms.sft(cand["lr"], seed) if arm == "sft" else arms.rl(arm, start, cand, seed)
+        out[ident] = {**trained, "candidate": cand, "val": arms.evaluate(trained["model_dir"], f"{ident}-seed{seed}",
+                                                                         "validation")}
+    return out
+
+
+def _rerun(arms: Arms, arm: str, chosen: dict[str, Any], start: dict[int, str] | None) -> dict[int, dict[str, Any]]:
+    """The chosen candidate of an arm at every seed (the first seed's run is the candidate itself),
+    an RL arm's seed ``s`` starting from ``start[s]``."""
+    out = {arms.args.seeds[0]: chosen}
+    for seed in arms.args.seeds[1:]:
+        cand = chosen["candidate"]
+        out[seed] = arms.sft(cand["lr"], seed) if arm == "sft" else arms.rl(arm, start[seed], cand, seed)
+        out[seed]["candidate"] = cand
+    return out
+
+
+def _budget(args: argparse.Namespace) -> dict[str, Any]:
+    return {"K": len(parse_grid(args.grid)), "seeds": list(args.seeds),
+            "sft": {"max_steps": args.sft_max_steps, "batch": args.sft_batch,
+                    "max_examples": args.sft_max_steps * args.sft_batch, "patience": args.patience,
+                    "eval_every": args.sft_eval_every, "max_minutes": args.sft_minutes},
+            "rl": {"steps": args.rl_steps, "prompts_per_step": args.prompts, "group_size": args.group,
+                   "completions": args.rl_steps * args.prompts * args.group}}
+
+
+def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
+    t_task = time.perf_counter()
+    sft_grid = [{"lr": float(x)} for x in args.sft_grid.split(",")]
+    rl_grid = parse_grid(args.grid)
+    if len(sft_grid) != len(rl_grid):  # the equal tuning budget: K candidates for every trained arm
+        raise P.ProtocolError(f"equal tuning budget: --sft-grid has {len(sft_grid)} candidates, --grid {len(rl_grid)}")
+    arms = Arms(task, args)
+    seeds = args.seeds
+
+    # 1-2. base model; SFT candidates, chosen on validation; best SFT = SFT candidates or the base model
+    base_val = arms.evaluate(args.model, "base", "validation")
+    sft = _candidates(arms, "sft", sft_grid, None)
+    sel = {"sft": P.select("sft", {k: summary(v["val"]) for k, v in sft.items()}, args.sft_rules)}
+    sel["best_sft"] = P.select("best_sft", {"base": summary(base_val)} |
+                               {k: summary(v["val"]) for k, v in sft.items()}, ["max metric"])
+    sft_start = sft[sel["sft"].chosen]
+    # 3-4. RL candidates from the chosen SFT model and from the base model, chosen the same way
+    rl = {"sft+rl": _candidates(arms, "sft+rl", rl_grid, sft_start["model_dir"]),
+          "rl-base": _candidates(arms, "rl-base", rl_grid, args.model)}
+    for arm, baseline in (("sft+rl", sft_start["val"]), ("rl-base", base_val)):
+        sel[arm] = P.select(arm, {k: summary(v["val"]) for k, v in rl[arm].items()}, args.rl_rules,
+                            baseline=summary(baseline))
+    # 5. the chosen settings at every seed
+    # (SFT+RL at seed s is the whole pipeline at seed s: RL seed s from the SFT model of seed s)
+    per_seed = {"sft": _rerun(arms, "sft", sft[sel["sft"].chosen], None)}
+    per_seed["sft+rl"] = _rerun(arms, "sft+rl", rl["sft+rl"][sel["sft+rl"].chosen],
+                                {s: r["model_dir"] for s, r in per_seed["sft"].items()})
+    per_seed["rl-base"] = _rerun(arms, "rl-base", rl["rl-base"][sel["rl-base"].chosen], dict.fromkeys(seeds, args.model))
+    # 6. the test split, once
+    items = {"base": {"model_dir": args.model, "config_hash": P.config_hash({"model": args.model}), "candidate": None}}
+    for arm, runs in per_seed.items():
+        for seed, r in runs.items():
+            settings = r["run"].get("settings") or {"lr": r["candidate"]["lr"]}
+            items[f"{arm}@{seed}"] = {"model_dir": r["model_dir"], "candidate": r["candidate"],
+                                      "config_hash": P.config_hash({"arm": arm, "seed": seed, "settings": settings,
+                                                                    "start": r["run"].get("start_model")})}
+    ledger = P.TestLedger(Path(args.results), task=task, model=args.model, protocol=PROTOCOL)
+    test = ledger.score(items, lambda ident, item: arms.evaluate(item["model_dir"], f"{ident}-{item['config_hash']}",
+                                                                 "test"),
+                        rescore=args.rescore_test, reason=args.rescore_reason)
+    # 7. comparisons, buckets and the target
+    best = sel["best_sft"].chosen
+    test_of = {"base": {s: test["base"] for s in seeds},
+               **{arm: {s: test[f"{arm}@{s}"] for s in seeds} for arm in per_seed}}
+    test_of["best_sft"] = test_of["base"] if best == "base" else test_of["sft"]
+    comparisons = {name: _compare(test_of[a], test_of[b], seeds)
+                   for name, (a, b) in {"sft+rl - best_sft": ("best_sft", "sft+rl"),
+                                        "rl-base - best_sft": ("best_sft", "rl-base"),
+                                        "sft+rl - rl-base": ("rl-base", "sft+rl"),
+                                        "best_sft - base": ("base", "best_sft")}.items()}
+    primary = comparisons["sft+rl - best_sft"]
+    target = _target(primary, test_of["sft+rl"][seeds[0]], test_of["best_sft"][seeds[0]],
+                     whole=len(test["base"]["ids"]) == arms.test_split_rows, label=task)
     return {
-        "task": task, "date": common.utc_now(), "wall_s": round(time.perf_counter() - t_task, 1),
-        "test_rows": len(base_test["ids"]), "val_rows": len(base_val["ids"]),
-        "base": {"test": summary(base_test), "val": summary(base_val)},
-        "sft": {"test": summary(sft_test), "val": summary(sft_val), **{k: v for k, v in sft_info.items()}},
-        "rl": {"test": summary(rl_test), "chosen": chosen["name"], "settings": chosen["run"]["settings"],
-               "budget": {"steps": args.rl_steps, "prompts_per_step": args.prompts, "group_size": args.group,
-                          "completions": args.rl_steps * args.prompts * args.group},
-               "run": chosen["run"]},
-        "candidates": [{k: c[k] for k in ("name", "candidate", "val", "val_vs_sft")} |
-                       {"wall_s": c["run"]["wall_s"], "reward_first": c["run"]["reward_first"],
-                        "reward_last": c["run"]["reward_last"]} for c in candidates],
-        "sft_minus_base": sft_vs_base, "rl_minus_sft": rl_vs_sft, "rl_minus_base": rl_vs_base, "target": target,
+        "task": task, "protocol": PROTOCOL, "date": common.utc_now(), "wall_s": round(time.perf_counter() - t_task, 1),
+        "model": args.model, "model_settings": arms.model_settings, "budget": _budget(args),
+        "val_rows": len(base_val["ids"]), "test_rows": len(test["base"]["ids"]), "test_split_rows": arms.test_split_rows,
+        "test_ledger": ledger.summary(), "best_sft": best,
+        "selection": {k: v.as_dict() | {"printed": v.lines()} for k, v in sel.items()},
+        "candidates": {arm: {k: {"candidate": v["candidate"], "val": summary(v["val"]) | _monitors(v["val"])}
+                             for k, v in group.items()} for arm, group in (("sft", sft), *rl.items())},
+        "test": {arm: {str(s): summary(ev) | _monitors(ev) for s, ev in by_seed.items()}
+                 for arm, by_seed in test_of.items()},
+        "across_seeds": {arm: P.across_seeds([test_of[arm][s]["metric"] for s in seeds]) for arm in test_of},
+        "comparisons": comparisons, "buckets": _buckets(test_of["best_sft"][seeds[0]], test_of["sft+rl"][seeds[0]],
+                                                         seed=seeds[0]),
+        "target": target,
     }
 
 
-def _entries(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The tasks with results, in TASKS order."""
-    return [(task, data["tasks"][task]) for task in TASKS if data["tasks"].get(task)]
+def _monitors(ev: dict[str, Any]) -> dict[str, Any]:
+    return {k: ev.get(k) for k in ("length_ratio", "truncation_rate", "repetition", "copy_rate")}
+
+
+def _compare(before: dict[int, dict], after: dict[int, dict], seeds: list[int]) -> dict[str, Any]:
+    """after - before: per seed, the mean over seeds with its t-interval (metric and second metric),
+    beside the paired-bootstrap CI of the first seed."""
+    out: dict[str, Any] = {"bootstrap_seed": seeds[0], "bootstrap": compare(before[seeds[0]], after[seeds[0]],
+                                                                          seed=seeds[0])}
+    for key in ("metric", "second_metric"):
+        deltas = [after[s][key] - before[s][key] for s in seeds if after[s].get(key) is not None]
+        out[f"{key}_seeds"] = P.across_seeds(deltas) if deltas else None
+    return out
+
+
+def _buckets(before: dict[str, Any], after: dict[str, Any], *, seed: int) -> list[dict[str, Any]]:
+    """SFT+RL - best SFT per traffic bucket (first seed). Only the whole split was planned."""
+    from rlft.eval.bootstrap import paired_bootstrap
+
+    labels = before.get("buckets") or []
+    rows = []
+    for label in ["all", *sorted(set(labels))]:
+        idx = [i for i, b in enumerate(labels) if label in ("all", b)] if labels else list(range(len(before["ids"])))
+        if not idx:
+            continue
+        ci = paired_bootstrap([before["per_example"][i] for i in idx], [after["per_example"][i] for i in idx], seed=seed)
+        rows.append({"bucket": label, "n": len(idx), "planned": label == "all", "delta": ci.delta, "low": ci.low,
+                     "high": ci.high, "significant": ci.significant})
+    return rows
+
+
+def _target(primary: dict[str, Any], rl: dict[str, Any], sft: dict[str, Any], *, whole: bool,
+            label: str) -> dict[str, Any]:
+    """The target's rules (TARGET), evaluated and printed one by one."""
+    def abs_log(x: Any) -> float | None:
+        return abs(math.log(x)) if x else None
+
+    boot, seeds = primary["bootstrap"], primary["metric_seeds"]
+    values = {"metric_delta_mean_over_seeds": seeds["mean"], "metric_delta_bootstrap_low": boot["metric"]["low"],
+              "metric_delta_seeds_low": seeds["low"], "whole_test_split": float(whole),
+              "second_delta_bootstrap_high": (boot.get("second_metric") or {}).get("high"),
+              "abs_log_length_ratio": abs_log(rl.get("length_ratio")), "truncation_rate": rl.get("truncation_rate"),
+              "repetition": rl.get("repetition"), "copy_rate": rl.get("copy_rate")}
+    baseline = {"abs_log_length_ratio": abs_log(sft.get("length_ratio")),
+                **{k: sft.get(k) for k in ("truncation_rate", "repetition", "copy_rate")}}
+    return P.verdict([P.check(name, values[name], rule, baseline=baseline) for name, rule in TARGET],
+                     label=f"{label} target")
+
+
+def _ci(c: dict[str, Any] | None) -> str:
+    """A mean over seeds with its t-interval."""
+    if not c:
+        return "-"
+    if c["low"] is None:
+        return f"{c['mean']:+.2f} (1 seed)"
+    mark = " *" if c["low"] > 0 or c["high"] < 0 else ""
+    return f"{c['mean']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]{mark}"
+
+
+def _level(c: dict[str, Any]) -> str:
+    return f"{c['mean']:.2f} [{num(c['low'])}, {num(c['high'])}]" if c["low"] is not None else f"{c['mean']:.2f}"
 
 
 def markdown(data: dict[str, Any]) -> str:
-    meta = data["meta"]
-    lines = ["# Learning: SFT vs SFT+RL (held-out test split)", "",
-             f"Seed {meta.get('seed')}, precision {meta.get('precision')}, "
-             f"{meta.get('threads')} torch thread(s) per process; generated {common.utc_now()}.", "",
-             "Metric = the task metric (0-100, mean of sentence scores, greedy decoding); CIs are paired-bootstrap "
-             "95% intervals of the mean per-example difference (1000 resamples); * = excludes 0.", "",
-             "| task | test n | metric | base | SFT | SFT+RL | SFT-base [95% CI] | RL-SFT [95% CI] | target met |",
-             "|---|---:|---|---:|---:|---:|---|---|---|"]
-    for task, e in _entries(data):
-        b, s, r = e["base"]["test"], e["sft"]["test"], e["rl"]["test"]
-        lines.append(f"| {task} | {e['test_rows']} | {b['metric_name']} | {num(b['metric'])} | {num(s['metric'])} | "
-                     f"{num(r['metric'])} | {fmt_ci(e['sft_minus_base'].get('metric'))} | "
-                     f"{fmt_ci(e['rl_minus_sft'].get('metric'))} | {'yes' if e['target']['met'] else 'no'} |")
-    lines += ["", "Commands:", ""] + [f"- {t}: `{e.get('command', '')}` ({e['date']})" for t, e in data["tasks"].items()]
-    lines += ["", "Second metric (not optimized; a fall would signal reward hacking), truncation rate, mean length "
-              "(tokens):", "",
-              "| task | second | base | SFT | SFT+RL | RL-SFT [95% CI] | trunc base/SFT/RL | length base/SFT/RL |",
-              "|---|---|---:|---:|---:|---|---|---|"]
-    for task, e in _entries(data):
-        b, s, r = e["base"]["test"], e["sft"]["test"], e["rl"]["test"]
-        lines.append(f"| {task} | {b['second_metric_name']} | {num(b['second_metric'])} | {num(s['second_metric'])} | "
-                     f"{num(r['second_metric'])} | {fmt_ci(e['rl_minus_sft'].get('second_metric'))} | "
-                     f"{num(b['truncation_rate'], 3)}/{num(s['truncation_rate'], 3)}/{num(r['truncation_rate'], 3)} | "
-                     f"{num(b['length'], 1)}/{num(s['length'], 1)}/{num(r['length'], 1)} |")
-    lines += ["", "SFT (early stopping on validation) and RL (chosen on validation):", "",
-              "| task | SFT steps run / best step | SFT stop | SFT lr, batch | SFT wall s | RL chosen | budget steps x B x G | "
-              "RL wall s | task wall s |", "|---|---|---|---|---:|---|---|---:|---:|"]
-    for task, e in _entries(data):
-        s, r = e["sft"], e["rl"]
-        bud = r["budget"]
-        lines.append(f"| {task} | {s['steps_run']} / {s['best_step']} | {s['stopped_by']} | {s['lr']:g}, "
-                     f"{s['batch_size']} | {s['wall_s']} | {r['chosen']} | {bud['steps']} x {bud['prompts_per_step']} x "
-                     f"{bud['group_size']} = {bud['completions']} | {r['run']['wall_s']} | {e['wall_s']} |")
-    lines += ["", "Candidates tried (validation only; the test split was not looked at to choose):", "",
-              "| task | candidate | val metric | val RL-SFT [95% CI] | val second | train reward first->last | wall s |",
-              "|---|---|---:|---|---:|---|---:|"]
-    for task, e in _entries(data):
-        for c in e["candidates"]:
-            lines.append(f"| {task} | {c['name']} | {num(c['val']['metric'])} | {fmt_ci(c['val_vs_sft'].get('metric'))} | "
-                         f"{num(c['val']['second_metric'])} | {num(c['reward_first'], 3)} -> {num(c['reward_last'], 3)} | "
-                         f"{c['wall_s']} |")
+    entries = [(t, data["tasks"][t]) for t in TASKS if data["tasks"].get(t)]
+    lines = [f"# Learning under protocol {PROTOCOL}: base, SFT, SFT+RL, RL from the base model", "",
+             "Chosen on validation only (rules and every outcome below); each trained arm's chosen setting run "
+             "with every seed; the test split scored once per (task, model, protocol) through the test ledger. "
+             "Levels: mean over seeds [95% t-interval]. Differences: mean of per-seed differences [95% t-interval] "
+             "beside the paired-bootstrap 95% CI of the first seed (test-set sampling only). * = excludes 0. "
+             "Best SFT = the best validation metric among the SFT candidates and the base model.", "",
+             "| task | test rows (of split) | test scored | metric | base | best SFT (which) | SFT+RL | RL from base | "
+             "SFT+RL - best SFT, seeds | same, bootstrap first seed | target |",
+             "|---|---|---|---|---:|---|---|---|---|---|---|"]
+    for task, e in entries:
+        a, c = e["across_seeds"], e["comparisons"]["sft+rl - best_sft"]
+        lines.append(f"| {task} | {e['test_rows']} ({e['test_split_rows']}) | {e['test_ledger']['note']} | "
+                     f"{e['test']['base'][str(e['budget']['seeds'][0])]['metric_name']} | {_level(a['base'])} | "
+                     f"{_level(a['best_sft'])} ({e['best_sft']}) | {_level(a['sft+rl'])} | {_level(a['rl-base'])} | "
+                     f"{_ci(c['metric_seeds'])} | {fmt_ci(c['bootstrap'].get('metric'))} | "
+                     f"{'met' if e['target']['met'] else 'not met'} |")
+    lines += ["", "Other comparisons (task metric; second metric in the JSON):", "",
+              "| task | comparison | seeds | bootstrap first seed |", "|---|---|---|---|"]
+    for task, e in entries:
+        for name, c in e["comparisons"].items():
+            lines.append(f"| {task} | {name} | {_ci(c['metric_seeds'])} | {fmt_ci(c['bootstrap'].get('metric'))} |")
+    lines += ["", "Buckets of the test split by training count, SFT+RL - best SFT (first seed). Only the whole "
+              "split was a planned comparison; the other rows are exploratory and claim nothing:", "",
+              "| task | bucket | planned | n | delta [95% CI] |", "|---|---|---|---:|---|"]
+    for task, e in entries:
+        for b in e["buckets"]:
+            lines.append(f"| {task} | {b['bucket']} | {'yes' if b['planned'] else 'no (exploratory)'} | {b['n']} | "
+                         f"{fmt_ci(b)} |")
+    lines += ["", "Target rules (SFT+RL against best SFT; monitors of the first seed):", ""]
+    for task, e in entries:
+        lines += [f"- {task}: " + "; ".join(f"{'PASS' if c['passed'] else 'FAIL'} `{c['rule']}` ({num(c['value'], 3)}"
+                                            f"{'' if c['threshold'] is None else ' vs ' + num(c['threshold'], 3)})"
+                                            for c in e["target"]["checks"])]
+    lines += ["", "Selection on validation (every rule's outcome; fallbacks in capitals):", ""]
+    for task, e in entries:
+        lines += [f"- {task}: `{line}`" for s in e["selection"].values() for line in s["printed"]]
+    lines += ["", "Test scorings (from the ledger):", ""]
+    for task, e in entries:
+        lines += [f"- {task}: #{s['n']} {s['when']}, {s['reason']}, {s['rows']} rows: {', '.join(s['what'])}"
+                  for s in e["test_ledger"]["scorings"]]
+    lines += ["", "Budgets and commands:", ""]
+    for task, e in entries:
+        b = e["budget"]
+        lines.append(f"- {task}: K={b['K']} candidates per trained arm, seeds {b['seeds']}; SFT at most "
+                     f"{b['sft']['max_steps']} steps x {b['sft']['batch']}; RL {b['rl']['steps']} x "
+                     f"{b['rl']['prompts_per_step']} x {b['rl']['group_size']} = {b['rl']['completions']} completions; "
+                     f"model {e['model']} {e['model_settings']}; `{e.get('command', '')}` ({e['date']})")
     return "\n".join(lines) + "\n"
+
+
+SMOKE = {"tasks": ["summarization"], "set": ["data.template=chat", "lora.r=4", "data.max_prompt_tokens=96",
+                                             "rollout.max_new_tokens=8", "eval.max_new_tokens=8"],
+         "sft_grid": "1e-3,3e-3", "grid": "rloo:1e-3:1.0:0,rloo:3e-3:1.0:0.05", "rl_steps": 2, "prompts": 2,
+         "group": 2, "sft_max_steps": 4, "sft_eval_every": 2, "sft_batch": 4, "val_rows": 4, "test_rows": 8}
+
+
+def _smoke(args: argparse.Namespace) -> None:
+    """The whole protocol on a tiny random chat model (tests/tiny.py): seconds, not hours."""
+    sys.path.insert(0, str(common.ROOT))
+    from tests.tiny import tiny_causal
+
+    for key, value in SMOKE.items():
+        setattr(args, key, value)
+    args.model = str(tiny_causal(Path(args.work), chat=True))
+    if args.results == str(RESULTS):  # a smoke run never writes into the committed results
+        args.results = str(Path(args.work) / "results")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
-    p.add_argument("--model", default="rlft-base")
-    p.add_argument("--work", default="runs/bench", help="run directories and cached evaluations")
-    p.add_argument("--results", default=str(RESULTS), help="where learning.json and learning.md go")
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--set", nargs="*", default=list(MODEL_SETTINGS), metavar="KEY=VALUE",
+                   help="dotted settings of every run and evaluation (LoRA keys: training only)")
+    p.add_argument("--work", default="runs/bench3", help="run directories and cached evaluations")
+    p.add_argument("--results", default=str(RESULTS), help="where learning-v2.{json,md} and test-ledger/ go")
     p.add_argument("--test-rows", type=int, default=None, help="test rows per task (0 = all); default per task")
     p.add_argument("--val-rows", type=int, default=100, help="validation rows for early stopping and selection")
-    p.add_argument("--sft-lr", type=float, default=1e-4)
+    p.add_argument("--sft-grid", default="1e-4,3e-4", help="SFT candidates: learning rates, K of them")
     p.add_argument("--sft-batch", type=int, default=16)
     p.add_argument("--sft-eval-every", type=int, default=25)
     p.add_argument("--patience", type=int, default=2, help="evaluations without a new best before SFT stops")
     p.add_argument("--sft-max-steps", type=int, default=400)
-    p.add_argument("--sft-minutes", type=float, default=6.0, help="wall-clock cap on SFT per task")
-    p.add_argument("--grid", default="scst:5e-5:1.0:0", help="RL candidates algo:lr:temperature:kl_coef, comma-separated")
+    p.add_argument("--sft-minutes", type=float, default=6.0, help="wall-clock cap on each SFT run")
+    p.add_argument("--grid", default="rloo:1e-4:0.7:0,rloo:3e-4:0.7:0",
+                   help="RL candidates algo:lr:temperature:kl_coef[:reward spec], K of them")
+    p.add_argument("--sft-rules", nargs="+", default=list(SFT_RULES), help="selection rules of the SFT arm")
+    p.add_argument("--rl-rules", nargs="+", default=list(RL_RULES),
+                   help="selection rules of the RL arms ('baseline' = the arm's start model on validation)")
     p.add_argument("--rl-steps", type=int, default=40)
     p.add_argument("--prompts", type=int, default=8, help="B: prompts per RL step")
     p.add_argument("--group", type=int, default=4, help="G: completions per prompt")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the chosen settings rerun with each")
+    p.add_argument("--rescore-test", action="store_true", help="score a test split that was already scored")
+    p.add_argument("--rescore-reason", default="", help="why (required with --rescore-test); goes in the results")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="fp32", help="fp32: on CPUs without AVX512-BF16 bf16 autocast is far slower")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help="the whole protocol on a tiny random model in seconds")
     args = p.parse_args(argv)
+    if args.smoke:
+        _smoke(args)
 
     import warnings
 
@@ -200,17 +416,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*longer than data.max_prompt_tokens.*")
     results = Path(args.results)
-    meta = {"seed": args.seed, "precision": args.precision, "threads": args.threads, "model": args.model,
-            "command": "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    command = "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    meta = {"protocol": PROTOCOL, "precision": args.precision, "threads": args.threads, "model": args.model}
     for task in args.tasks:
-        log(f"=== learning: {task}")
-        entry = run_task(task, args)
-        entry["command"] = meta["command"]
-        data = common.update_results(results / "learning.json", task, entry, meta)
-        (results / "learning.md").write_text(markdown(data), encoding="utf-8")
-        m = entry["rl_minus_sft"]["metric"]
-        log(f"{task}: base {entry['base']['test']['metric']:.2f}  SFT {entry['sft']['test']['metric']:.2f}  "
-            f"SFT+RL {entry['rl']['test']['metric']:.2f}  RL-SFT {fmt_ci(m)}  target met: {entry['target']['met']}")
+        log(f"=== learning ({PROTOCOL}): {task}")
+        try:
+            entry = run_task(task, args)
+        except P.ProtocolError as err:
+            log(f"{task}: refused by the protocol: {err}")
+            return 2
+        entry["command"] = command
+        data = common.update_results(results / "learning-v2.json", task, entry, meta)
+        (results / "learning-v2.md").write_text(markdown(data), encoding="utf-8")
+        c = entry["comparisons"]["sft+rl - best_sft"]
+        log(f"{task}: best SFT = {entry['best_sft']}; SFT+RL - best SFT over seeds {_ci(c['metric_seeds'])}, "
+            f"bootstrap {fmt_ci(c['bootstrap'].get('metric'))}; {entry['test_ledger']['note']}; "
+            f"target {'met' if entry['target']['met'] else 'not met'}")
     return 0
 
 
