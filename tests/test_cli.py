@@ -132,3 +132,11 @@ def test_a_stray_word_after_options_is_still_an_error(capsys):
     with pytest.raises(SystemExit):
         _parse(_parser(), ["eval", "a.b=1", "--kl", "oops"])
     assert "unrecognized arguments: oops" in capsys.readouterr().err
+
+
+def test_python_dash_m_rlft_is_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "rlft", "tasks"], capture_output=True, text=True, check=True)
+    assert "summarization" in out.stdout and "translation_fr" in out.stdout

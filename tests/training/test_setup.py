@@ -23,3 +23,16 @@ def test_chat_instruction_gets_the_rows_extra_columns_and_the_system_prompt():
     texts = render(cfg, tiny_chat_tokenizer(), ROWS)
     assert texts[1] == ("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nAbout parks: a dog<|im_end|>\n"
                         "<|im_start|>assistant\n")
+
+
+def test_a_known_instruct_model_is_prompted_through_its_chat_template_unless_told_otherwise():
+    from rlft.training.setup import apply_task_defaults
+
+    cfg = apply_task_defaults(load_config(None, ["model.name_or_path=smollm2-135m", "data.task=summarization"]))
+    assert cfg.data.template == "chat" and "{prompt}" in cfg.data.instruction
+    assert cfg.reward.spec == "rouge_l"  # the task's other defaults still apply
+    plain = apply_task_defaults(load_config(None, ["model.name_or_path=smollm2-135m", "data.task=summarization",
+                                                   "data.template=Summarize: {prompt}\nSummary:"]))
+    assert plain.data.template.startswith("Summarize:")
+    other = apply_task_defaults(load_config(None, ["model.name_or_path=gpt2", "data.task=summarization"]))
+    assert other.data.template != "chat"

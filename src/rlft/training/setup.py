@@ -30,20 +30,25 @@ class Parts:
 
 
 def apply_task_defaults(config: Config) -> Config:
-    """Fill in a bundled task's data paths, template, instruction, reward and metric, where the
-    user gave no value (``explicit_keys``): explicit settings always win, even when they equal
-    the global default."""
-    if config.data.task is None:
-        return config
+    """Fill in a bundled task's data paths, template, instruction, reward and metric, and what a
+    known model implies (an instruct model of the registry takes ``data.template=chat``), where
+    the user gave no value (``explicit_keys``): explicit settings always win, even when they
+    equal the global default; the model's defaults win over the task's."""
     from rlft.config import explicit_keys
+    from rlft.models.registry import known
     from rlft.tasks import task_config
 
+    model = known(config.model.name_or_path)
+    layers = [task_config(config.data.task) if config.data.task else {}, model.defaults if model else {}]
+    if not any(layers):
+        return config
     given = explicit_keys(config)
     sections: dict[str, dict[str, Any]] = {}
-    for section, values in task_config(config.data.task).items():
-        for key, value in values.items():
-            if f"{section}.{key}" not in given:
-                sections.setdefault(section, {})[key] = value
+    for layer in layers:
+        for section, values in layer.items():
+            for key, value in values.items():
+                if f"{section}.{key}" not in given:
+                    sections.setdefault(section, {})[key] = value
     return with_defaults(config, **sections)
 
 
