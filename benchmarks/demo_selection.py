@@ -88,6 +88,8 @@ def _same_settings(run_dir: Path, args: list[str]) -> bool:
             continue
         section, field = key.split(".", 1)
         have = resolved.get(section, {}).get(field)
+        if isinstance(have, bool):
+            have = str(have).lower()
         if str(have) != value and not (isinstance(have, (int, float)) and _num(value) == have):
             return False
     return True

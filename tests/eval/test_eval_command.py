@@ -41,3 +41,24 @@ def test_kl_without_a_known_starting_model_is_a_one_line_error(tmp_path, tiny_ca
     over = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "eval")
     assert main(["eval", *over, "--kl"]) == 2
     assert "--ref PATH" in capsys.readouterr().err
+
+
+def test_kl_rows_limits_the_exact_kl_to_the_first_batches(tmp_path):
+    from rlft.config import load_config
+    from rlft.eval.evaluate import evaluate
+    from rlft.models.loading import load_reference
+    from rlft.training.setup import build_parts
+    from tests.conftest import tiny_overrides, write_jsonl
+    from tests.tiny import tiny_causal
+
+    data = {k: str(write_jsonl(tmp_path / f"{k}.jsonl", [{"prompt": f"{k} {w} {i}", "reference": w}
+                                                          for i, w in enumerate("a b c d e f g h".split())]))
+            for k in ("train", "validation", "test")}
+    config = load_config(None, tiny_overrides(tiny_causal(tmp_path), data, tmp_path / "out") + ["eval.batch_size=3"])
+    parts = build_parts(config)
+    with_ref = load_reference(parts.policy)
+    test = parts.splits["test"]
+    full = evaluate(parts, test, reference=with_ref, split="test")
+    part = evaluate(parts, test, reference=with_ref, split="test", kl_rows=3)
+    assert full["kl_n"] == len(test) and part["kl_n"] == 3
+    assert part["kl"] is not None and part["metric"] == full["metric"]

@@ -48,8 +48,13 @@ def evaluate(
     split: str = "validation",
     freq_buckets: bool = True,
     progress: bool = False,
+    kl_rows: int | None = None,
 ) -> dict[str, Any]:
     """Greedy-decode ``examples`` in batches and score them (``progress``: a bar over the batches).
+
+    The exact KL to ``reference`` costs two more forward passes with full-vocabulary outputs;
+    ``kl_rows`` limits it to the batches that start within the first ``kl_rows`` examples
+    (``kl_n`` says how many rows it covers).
 
     Returns the report's eval dict: metric (0-100, mean of sentence scores) with per-example
     scores, a second metric, mean reward, KL to ``reference`` (None without one), mean length,
@@ -70,6 +75,7 @@ def evaluate(
     truncated: list[bool] = []
     columns: dict[str, list[float]] = {}  # 'reward/<name>' -> values of each reward component
     kl_sum = kl_tokens = 0.0
+    kl_n = 0
     bar = tqdm(total=len(examples), desc=tag, unit="row", disable=not progress, leave=False, dynamic_ncols=True)
     for start in range(0, len(examples), config.eval.batch_size):
         batch = list(examples[start:start + config.eval.batch_size])
@@ -83,7 +89,8 @@ def evaluate(
         rewards.extend(result.rewards if result.rewards is not None else [math.nan] * len(batch))
         for key, values in component_columns(result.components).items():
             columns.setdefault(key, []).extend(values)
-        if reference is not None:
+        if reference is not None and (kl_rows is None or start < kl_rows):
+            kl_n += len(batch)
             with parts.autocast():
                 n_tok = float(rollout.completion_mask.sum())
                 kl_sum += greedy_kl(policy.model, reference, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
@@ -100,7 +107,7 @@ def evaluate(
         "second_metric_name": second_name, "second_metric": _mean(second) if second else None,
         "second_per_example": second,
         "reward": _mean([r for r in rewards if math.isfinite(r)]),
-        "kl": (kl_sum / kl_tokens) if kl_tokens else None,
+        "kl": (kl_sum / kl_tokens) if kl_tokens else None, "kl_n": kl_n,
         "length": _mean(lengths), "truncation_rate": _mean([float(t) for t in truncated]),
         "ids": [ex.id for ex in examples], "counts": [ex.count for ex in examples],
         "outputs": outputs,

@@ -134,7 +134,9 @@ def comparison_rows(before: dict, after: dict, *, bootstrap: BootstrapResult | N
         if not prefix and ("corpus_metric" in before or "corpus_metric" in after):
             rows.append(Row("corpus_metric", f"{label} (corpus)", _num(before.get("corpus_metric")),
                             _num(after.get("corpus_metric")), 2))
-    for key, label, digits in (("reward", "reward", 3), ("kl", "KL to reference", 4),
+    kl_n, n = after.get("kl_n"), after.get("n")
+    kl_label = f"KL to reference (first {kl_n} rows)" if kl_n and n and kl_n < n else "KL to reference"
+    for key, label, digits in (("reward", "reward", 3), ("kl", kl_label, 4),
                                ("length", "mean length (tokens)", 1), ("truncation_rate", "truncation rate", 3)):
         rows.append(Row(key, label, _num(before.get(key)), _num(after.get(key)), digits))
     return rows
