@@ -135,3 +135,9 @@ def test_chat_template_takes_the_tasks_instruction():
     assert own.data.instruction == "Into Chinese: {prompt}"
     plain = apply_task_defaults(load_config(None, ["data.task=translation"]))
     assert plain.data.template == TASKS["translation"].template  # base models keep the plain template
+
+
+def test_normalize_components_needs_two_samples_per_step():
+    with pytest.raises(RlftError, match="normalize_components needs at least 2 samples"):
+        load_config(None, ["reward.normalize_components=true", "algo.name=reinforce", "rollout.group_size=1",
+                           "rollout.prompts_per_step=1"])

@@ -447,6 +447,9 @@ def validate(config: Config) -> None:
     if config.reward.normalize_components and config.algo.name == "scst":
         raise RlftError("config: reward.normalize_components does not apply to algo.name=scst (its baseline, the "
                         "greedy output's reward, is on the raw scale)")
+    if config.reward.normalize_components and config.rollout.group_size * config.rollout.prompts_per_step < 2:
+        raise RlftError("config: reward.normalize_components needs at least 2 samples per step to standardize over "
+                        "(rollout.group_size x rollout.prompts_per_step is 1)")
     if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
         raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
                         "(its baseline compares the samples of one prompt)")

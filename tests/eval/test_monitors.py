@@ -140,3 +140,14 @@ def test_normalize_components_is_refused_with_scst():
     assert load_config(None, ["reward.normalize_components=true"]).reward.normalize_components is True
     with pytest.raises(RlftError, match="normalize_components"):
         load_config(None, ["reward.normalize_components=true", "algo.name=scst"])
+
+
+def test_short_english_titles_are_not_off_language_but_other_languages_are():
+    pytest.importorskip("py3langid")
+    from rlft.eval.monitors import off_language_share
+
+    # the identifier's argmax puts these in it/fr; their English probability (0.18, 0.35) is above 0.1
+    titles = ["A file permission mask", "A group command"]
+    assert off_language_share(titles, "en") == 0.0
+    assert off_language_share(["Impossible d'ouvrir le fichier de configuration",
+                               "Le serveur a refusé la connexion"], "en") == 1.0

@@ -131,12 +131,15 @@ def _base_language(language: str) -> str:
 def _identifier(language: str) -> Any:
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE)
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     if language not in ident.nb_classes:
         raise RlftError(f"eval.language: py3langid does not know language '{language}' "
                         f"(known: {', '.join(sorted(set(ident.nb_classes)))})")
     ident.set_languages(sorted(set(LANGID_CANDIDATES) | {language}))
     return ident
+
+
+OFF_LANGUAGE_P = 0.1  # below this probability of the target language a text counts as off-language
 
 
 def judged_text(text: str) -> str | None:
@@ -150,7 +153,11 @@ def off_language_share(texts: Sequence[str], language: str) -> float | None:
     """Share of ``texts`` that py3langid puts in another language than ``language`` (ISO 639-1,
     e.g. 'zh', 'fr', 'en'; 'zh-CN' is read as 'zh').
 
-    The identifier chooses among ``LANGID_CANDIDATES`` and the target. A text with no letter
+    The identifier chooses among ``LANGID_CANDIDATES`` and the target; a text is off-language when
+    its probability of the target is below ``OFF_LANGUAGE_P``. Measured on 300 translation_fr
+    validation rows and the 139 short English titles of the demo's RL model: the argmax (any other
+    language more likely) flagged 10% of those titles ('A group command' -> fr); P < 0.1 flags 1.0%
+    of the French references, 2.9% of the titles, and 89% of English prompts as not French. A text with no letter
     once placeholders are removed (empty, '%s: %d') is not judged and counts as in language.
     None, with a warning once, when py3langid is not installed; NaN for no texts.
     """
@@ -161,7 +168,7 @@ def off_language_share(texts: Sequence[str], language: str) -> float | None:
         _warn_no_langid()
         return None
     judged = [judged_text(t) for t in texts]
-    return _nan_mean([float(j is not None and ident.classify(j)[0] != language) for j in judged])
+    return _nan_mean([float(j is not None and dict(ident.rank(j)).get(language, 0.0) < OFF_LANGUAGE_P) for j in judged])
 
 
 @functools.lru_cache(maxsize=1)

@@ -337,5 +337,8 @@ def resume_latest(run_dir: str | Path, *, model: torch.nn.Module, optimizer: tor
     loaded = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, generators=generators)
     state.update(loaded.get("state", {}))
     for name, obj in (stateful or {}).items():
-        obj.load_state_dict(loaded["extra"][name])
+        if name in loaded["extra"]:
+            obj.load_state_dict(loaded["extra"][name])
+        else:  # a checkpoint written before this part of the state existed
+            warnings.warn(f"{ckpt}: no saved state for '{name}'; it starts fresh on resume", stacklevel=2)
     return loaded["step"]
