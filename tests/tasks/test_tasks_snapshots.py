@@ -120,7 +120,8 @@ def test_every_task_has_a_chat_instruction(task):
     from tests.tiny import tiny_chat_tokenizer
 
     instruction = TASKS[task].instruction
-    assert instruction != "{prompt}" and "only" in instruction  # says the reply is the output alone
+    # says what to write beside the prompt (the wording is tuned per task on validation)
+    assert instruction != "{prompt}" and len(instruction.replace("{prompt}", "").split()) >= 5
     text = render_prompt("chat", "PROMPT", tiny_chat_tokenizer(), instruction)
     assert text.startswith("<|im_start|>user\n") and "PROMPT" in text and text.endswith("<|im_start|>assistant\n")
     assert task_config(task)["data"]["instruction"] == instruction
