@@ -30,10 +30,15 @@ def test_demo_base_quick_writes_table_and_report(tmp_path, tiny_causal_dir, caps
 
 def test_demo_default_profile_is_a_chat_model_with_lora(tmp_path, capsys):
     from rlft.cli import main
-    from rlft.demo import DEMO_SETTINGS
+    from rlft.config import load_config
+    from rlft.demo import profile_settings
     from tests.tiny import tiny_causal
 
-    assert DEMO_SETTINGS["data.template"] == "chat" and DEMO_SETTINGS["lora.r"] > 0
+    settings = profile_settings()
+    assert settings["model.name_or_path"] == "smollm2-135m" and settings["lora.r"] > 0
+    assert profile_settings(base=True)["model.name_or_path"] == "rlft-base"
+    for profile in (settings, profile_settings(base=True)):  # every key is a valid, in-range setting
+        load_config(None, [f"{k}={v}" for k, v in profile.items()])
     out = tmp_path / "demo"
     model = tiny_causal(tmp_path, chat=True)
     assert main(["demo", "--quick", f"model.name_or_path={model}", f"run.output_dir={out}",

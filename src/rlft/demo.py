@@ -18,58 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-# The default demo: SmolLM2-135M-Instruct on man-page summarization, LoRA, sized for about
-# 8 minutes on 2 CPU cores. The task and settings were chosen on validation rows only
-# (BENCHMARKS.md, "The demo"); the test split is scored once before and once after.
-DEMO_SETTINGS: dict[str, Any] = {
-    "model.name_or_path": "smollm2-135m",
-    "data.task": "summarization",
-    "data.template": "chat",
-    "lora.r": 16,
-    "lora.alpha": 32,
-    "run.output_dir": "runs/demo",
-    "run.steps": 20,
-    "run.eval_every": 0,
-    "run.save_every": 0,
-    "run.threads": 2,
-    "rollout.prompts_per_step": 8,
-    "rollout.group_size": 4,
-    "rollout.temperature": 1.0,
-    # Candidate B of benchmarks/demo_selection.py: ROUGE-L alone (A) raised validation ROUGE-L by
-    # copying the page's opening (copy rate 0.28 -> 0.83), lr 4e-4 (C) collapsed into copying too.
-    "optim.lr": 2e-4,
-    "reward.spec": "0.6*rouge_l + 0.2*length_penalty + 0.2*no_truncation",
-    # No validation inside the run: the demo's evaluation is the test split before and after.
-    "eval.max_examples": 0,
-    "eval.batch_size": 32,
-    "eval.replay": 64,
-}
-# ``rlft demo --base``: the bundled 6.9M-parameter model on en->zh translation (about 2.5 minutes).
-BASE_SETTINGS: dict[str, Any] = {
-    "data.task": "translation",
-    "model.name_or_path": "rlft-base",
-    "run.output_dir": "runs/demo-base",
-    "run.steps": 60,
-    "run.eval_every": 0,
-    "run.save_every": 0,
-    "run.threads": 2,
-    "rollout.prompts_per_step": 8,
-    "rollout.group_size": 4,
-    "rollout.temperature": 0.7,
-    # The translation setting with the best validation chrF among the four that
-    # benchmarks/learning.py tried on rlft-base (BENCHMARKS.md, "Learning"): RLOO, lr 5e-5, KL 0.05,
-    # and a reward with a length term (chrF alone, which favours recall, drew longer, worse outputs).
-    "optim.lr": 5e-5,
-    "algo.kl_coef": 0.05,
-    "reward.spec": "0.7*chrf + 0.15*placeholders + 0.15*length_penalty",
-    # Traffic-weighted sampling: alpha 1 with a 10% floor had the better traffic-weighted validation
-    # chrF than uniform sampling in benchmarks/frequency.py (BENCHMARKS.md, "High-frequency").
-    "frequency.alpha": 1.0,
-    "frequency.floor": 0.1,
-    "eval.max_examples": 32,
-    "eval.batch_size": 32,
-    "eval.replay": 200,
-}
+# The two profiles' settings, with the reasons for them, are YAML files in the package.
+PROFILES = Path(__file__).resolve().parent / "assets" / "demo"
+
+
+def profile_settings(base: bool = False) -> dict[str, Any]:
+    """The dotted settings of a demo profile: ``smollm2.yaml`` (the default) or ``base.yaml``."""
+    import yaml
+
+    tree = yaml.safe_load((PROFILES / ("base.yaml" if base else "smollm2.yaml")).read_text(encoding="utf-8"))
+    return {f"{section}.{key}": value for section, values in tree.items() for key, value in values.items()}
+
+
 TEST_ROWS = 200  # at most; the summarization test split has 139 rows and is scored whole
 QUICK = {"run.steps": 2, "eval.max_examples": 4, "rollout.prompts_per_step": 2, "rollout.group_size": 2,
          "eval.replay": 8}
@@ -87,7 +47,7 @@ def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int
     from rlft.training.setup import build_parts
 
     t0 = time.perf_counter()
-    settings = {**(BASE_SETTINGS if base else DEMO_SETTINGS), **(QUICK if quick else {})}
+    settings = {**profile_settings(base), **(QUICK if quick else {})}
     path = args[0] if args and "=" not in args[0] else None
     user = args[1:] if path else args
     config = load_config(path, [f"{k}={v}" for k, v in settings.items()] + list(user))
