@@ -201,6 +201,10 @@ def markdown(data: dict[str, Any]) -> str:
              "the cache on seen requests, the model on new ones. CIs: paired bootstrap over the replay's unique "
              "prompts weighted by requests (1000 resamples), * = excludes 0.", ""]
     for task, e in data["tasks"].items():
+        if "replay" not in e:  # an entry of the earlier protocol (test-split buckets), kept in the json only
+            lines += [f"## {task}", "", "Not rerun on the traffic replay yet; the earlier test-split bucket results "
+                      "stay in `frequency.json` under this task and in BENCHMARKS.md.", ""]
+            continue
         b, rp = e["budget"], e["replay"]
         lines += [f"## {task}", "", f"Command: `{e.get('command', '')}`  ",
                   f"Replay: {rp['requests']} requests (seed {rp['seed']}), {rp['unique']} unique prompts; "
