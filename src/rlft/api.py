@@ -76,7 +76,8 @@ def generate(config: Config, prompts: list[str], *, greedy: bool = True, samples
 
     parts = parts or build_parts(config, need_data=False)
     cfg, out = parts.config, []
-    texts = render(cfg, parts.policy.tokenizer, [Example(p, ("",), str(i)) for i, p in enumerate(prompts)])
+    texts = render(cfg, parts.policy.tokenizer, [Example(p, ("",), str(i)) for i, p in enumerate(prompts)],
+                   parts.max_prompt_tokens)
     gen = torch.Generator().manual_seed(cfg.run.seed)
     for start in range(0, len(texts), cfg.eval.batch_size):
         chunk = texts[start:start + cfg.eval.batch_size]

@@ -180,3 +180,37 @@ def test_budget_too_small_for_special_tokens():
     tokenizer = make_tokenizer(bos=True, eos=True)
     with pytest.raises(RlftError, match="special tokens"):
         fit_prompt("a b c", tokenizer, 2, "truncate", "x")
+
+
+def test_an_overlong_prompt_is_cut_inside_its_field_so_chat_headers_and_instruction_stay():
+    import warnings as w
+
+    from rlft.data.templates import fit_prompt_field, render_prompt
+    from tests.tiny import tiny_chat_tokenizer
+
+    tok = tiny_chat_tokenizer()
+    prompt = " ".join(f"word{i}" for i in range(200)) + " THE-END"
+    fill = lambda p: render_prompt("chat", p, tok, "{prompt}\n\nGive it a title.", "Be brief.")  # noqa: E731
+    full = len(tok(fill(prompt), add_special_tokens=False)["input_ids"])
+    budget = full // 2
+    with w.catch_warnings(record=True) as caught:
+        w.simplefilter("always")
+        text = fit_prompt_field(fill, prompt, tok, budget, "prompt 7")
+    assert len(tok(text, add_special_tokens=False)["input_ids"]) <= budget
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
+    assert text.endswith("THE-END\n\nGive it a title.<|im_end|>\n<|im_start|>assistant\n")
+    assert "word0 " not in text and any("prompt 7" in str(c.message) for c in caught)
+    assert fit_prompt_field(fill, "short", tok, full, "p") == fill("short")  # fits: untouched
+
+
+def test_a_plain_template_keeps_its_prefix_when_the_prompt_is_cut():
+    from rlft.data.templates import fit_prompt_field, render_prompt
+    from tests.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer("causal")
+    prompt = " ".join(f"w{i}" for i in range(300))
+    fill = lambda p: render_prompt("Summarize: {prompt}\nSummary:", p)  # noqa: E731
+    text = fit_prompt_field(fill, prompt, tok, 40, "p")
+    assert text.startswith("Summarize: ") and text.endswith("w299\nSummary:")
+    bos = getattr(tok, "bos_token", None)
+    assert len(tok(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]) <= 40

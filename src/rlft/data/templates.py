@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import string
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 from rlft.errors import RlftError
 
@@ -94,6 +94,38 @@ def end_of_turn_id(tokenizer: Any) -> int | None:
     special.update(i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if t.special)
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
     return next((i for i in ids if i in special), tokenizer.eos_token_id)
+
+
+def fit_prompt_field(fill: Callable[[str], str], prompt: str, tokenizer: Any, max_tokens: int, where: str) -> str:
+    """``fill(prompt)`` held to ``max_tokens`` by cutting the prompt field, not the rendered text.
+
+    Cutting the rendered text would drop what the template puts first: a chat template's system
+    and user headers, an instruction or 'Summarize:' written before ``{prompt}``. Here tokens are
+    dropped from the start of the prompt text (its end is kept, as ``fit_prompt`` keeps the end)
+    until the rendering fits; when the template alone is too long the full rendering is returned
+    and ``fit_prompt`` reports or cuts it.
+    """
+    text = fill(prompt)
+    n = _count(text, tokenizer)
+    if n <= max_tokens:
+        return text
+    ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    cut = n - max_tokens
+    while cut < len(ids):
+        shorter = fill(tokenizer.decode(ids[cut:]))
+        over = _count(shorter, tokenizer) - max_tokens
+        if over <= 0:
+            warnings.warn(f"{where}: prompt is {n} tokens, longer than data.max_prompt_tokens={max_tokens}; "
+                          f"dropped the first {cut} tokens of the prompt text, the template kept whole", stacklevel=2)
+            return shorter
+        cut += over
+    return text
+
+
+def _count(text: str, tokenizer: Any) -> int:
+    """Tokens of a rendered prompt, counted as ``fit_prompt`` counts them."""
+    bos = getattr(tokenizer, "bos_token", None)
+    return len(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
 
 
 def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where: str) -> list[int]:

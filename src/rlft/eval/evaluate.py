@@ -79,7 +79,7 @@ def evaluate(
     bar = tqdm(total=len(examples), desc=tag, unit="row", disable=not progress, leave=False, dynamic_ncols=True)
     for start in range(0, len(examples), config.eval.batch_size):
         batch = list(examples[start:start + config.eval.batch_size])
-        prompts = render(config, policy.tokenizer, batch)
+        prompts = render(config, policy.tokenizer, batch, parts.max_prompt_tokens)
         rollout = parts.sampler.greedy(prompts, max_new_tokens=max_new)
         outputs.extend(rollout.texts)
         lengths.extend(rollout.lengths.tolist())

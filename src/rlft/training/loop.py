@@ -125,7 +125,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
         # 1. prompts: B unique prompts; a prompt seen a million times in traffic is one row with a weight
         idx = prompt_sampler.sample()                                          # (B,)
         batch = [train_set[i] for i in idx.tolist()]
-        prompts = render(config, policy.tokenizer, batch)
+        prompts = render(config, policy.tokenizer, batch, parts.max_prompt_tokens)
         # 2. rollout: G completions per prompt
         rollout = parts.sampler.sample(prompts, ro.group_size, temperature=ro.temperature, top_p=ro.top_p,
                                        top_k=ro.top_k, max_new_tokens=ro.max_new_tokens, generator=gen)
