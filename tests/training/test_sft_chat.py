@@ -61,3 +61,30 @@ def test_decoding_stops_at_the_end_of_turn_token(tmp_path):
     r = PlainSampler(policy, max_prompt_tokens=64).greedy([prompt, prompt], max_new_tokens=6)
     assert r.completion_ids[:, 0].tolist() == [im_end, im_end]
     assert r.lengths.tolist() == [1, 1] and not r.truncated.any() and r.texts == ["", ""]
+
+
+def test_sft_cuts_an_overlong_prompt_inside_its_field(tmp_path, monkeypatch):
+    from tests.conftest import write_jsonl
+
+    seen = []
+    real = sft_module.encode_pairs
+
+    def spy(tok, prompts, targets, **kw):
+        enc = real(tok, prompts, targets, **kw)
+        seen.append(enc)
+        return enc
+
+    monkeypatch.setattr(sft_module, "encode_pairs", spy)
+    long = " ".join(["the cat sat on a mat"] * 30)
+    data = {k: str(write_jsonl(tmp_path / f"{k}.jsonl", [{"prompt": f"{k} {i} {long}", "reference": "a mat"}
+                                                         for i in range(4)])) for k in ("train", "validation", "test")}
+    cfg = load_config(None, tiny_overrides(tiny_causal(tmp_path, chat=True), data, tmp_path / "sft", **{
+        "data.template": "chat", "data.instruction": "reverse: {prompt}", "run.steps": 1, "sft.batch_size": 4,
+        "data.max_prompt_tokens": 40}))
+    sft_module.sft(cfg)
+    tok = tiny_chat_tokenizer()
+    enc = seen[0]
+    for ids, mask in zip(enc.prompt_ids, enc.prompt_mask):
+        text = tok.decode(ids[mask.bool()]).removeprefix(tok.bos_token or "")
+        # the model sees the whole chat frame and the instruction; the cut is inside the prompt text
+        assert text.startswith("<|im_start|>user") and "reverse:" in text and len(ids[mask.bool()]) <= 40

@@ -108,7 +108,8 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     for step in range(start + 1, total + 1):
         t0 = time.perf_counter()
         batch = batch_at(step)
-        enc = encode_pairs(policy.tokenizer, render(config, policy.tokenizer, [ex for ex, _ in batch]),
+        prompts = render(config, policy.tokenizer, [ex for ex, _ in batch], parts.max_prompt_tokens)
+        enc = encode_pairs(policy.tokenizer, prompts,
                            [ref for _, ref in batch], is_seq2seq=policy.is_seq2seq,
                            max_prompt_tokens=parts.max_prompt_tokens, overlong=config.data.overlong,
                            max_target_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens,
