@@ -97,18 +97,13 @@ def _write_figures(run_dir: Path, config: Any, before: dict, after: dict, ci: An
     """``demo.json``: the demo's own figures with the machine they came from (BENCHMARKS.md cites it)."""
     import json
     import os
-    import platform
 
     from rlft.atomic import atomic_write_text
+    from rlft.training.runtime import cpu_info
 
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1] for line in f if line.startswith("flags")), "")
-    except OSError:
-        pass
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "avx512_bf16": "avx512_bf16" in flags.split(), "amx_bf16": "amx_bf16" in flags.split(),
+    cpu, flags = cpu_info()
+    machine = {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+               "amx_bf16": "amx_bf16" in flags,
                "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
     figures = {
         "command": "rlft demo", "model": config.model.name_or_path, "task": config.data.task,

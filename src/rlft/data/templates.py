@@ -124,8 +124,15 @@ def fit_prompt_field(fill: Callable[[str], str], prompt: str, tokenizer: Any, ma
 
 def _count(text: str, tokenizer: Any) -> int:
     """Tokens of a rendered prompt, counted as ``fit_prompt`` counts them."""
+    return len(tokenizer(text, add_special_tokens=_adds_special(text, tokenizer))["input_ids"])
+
+
+def _adds_special(text: str, tokenizer: Any) -> bool:
+    """Whether tokenizing a rendered prompt adds the tokenizer's special tokens: not when a chat
+    template already wrote the BOS token into the text (another one would give the model a
+    sequence it never saw in training)."""
     bos = getattr(tokenizer, "bos_token", None)
-    return len(tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"])
+    return not (bos and text.startswith(bos))
 
 
 def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where: str) -> list[int]:
@@ -139,10 +146,7 @@ def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where:
         raise RlftError(f"data.overlong must be one of {', '.join(OVERLONG_CHOICES)}, got '{overlong}'")
     if max_tokens < 1:
         raise RlftError(f"data.max_prompt_tokens must be at least 1, got {max_tokens}")
-    # A chat template already writes the BOS token into the text; adding another one
-    # would give the model a sequence it never saw in training.
-    bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and text.startswith(bos))
+    add_special = _adds_special(text, tokenizer)
     ids = list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
     if len(ids) <= max_tokens:
         return ids

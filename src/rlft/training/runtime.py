@@ -99,17 +99,26 @@ def time_matmul(dtype: torch.dtype, n: int = 512, repeats: int = 5) -> float:
     return best
 
 
-def machine_key() -> str:
-    """What the bf16/fp32 speed ratio depends on: CPU model, torch version, thread count."""
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and feature flags (``avx512_bf16``, ``amx_bf16``, ...) from
+    /proc/cpuinfo; elsewhere the platform's processor name and no flags."""
     import platform
 
-    cpu = platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return name, frozenset(fields.get("flags", "").split())
+
+
+def machine_key() -> str:
+    """What the bf16/fp32 speed ratio depends on: CPU model, torch version, thread count."""
+    return f"{cpu_info()[0]} | torch {torch.__version__} | {torch.get_num_threads()} threads"
 
 
 def cpu_matmul_timings(measure=time_matmul, path: Path | None = None) -> dict[str, float]:
