@@ -141,9 +141,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = doc(0, "LoRA rank: train low-rank adapters (through PEFT) instead of every weight; 0 = off (full fine-tuning). The KL reference is then the model with its adapter switched off, not a second copy.")
-    alpha: float = doc(16.0, "LoRA scale numerator: the adapter's update B @ A is scaled by alpha / r.")
-    dropout: float = doc(0.0, "Dropout on the adapter's input, in [0, 1). The RL loop turns every dropout off (sampling and update must see one policy); SFT applies it.")
+    r: int = doc(0, "LoRA rank: train low-rank adapters (through PEFT) instead of every weight; 0 = off (full fine-tuning). The KL reference is then the model with its adapter switched off, not a second copy.", range="[0, inf)")
+    alpha: float = doc(16.0, "LoRA scale numerator: the adapter's update B @ A is scaled by alpha / r.", range="(0, inf)")
+    dropout: float = doc(0.0, "Dropout on the adapter's input. The RL loop turns every dropout off (sampling and update must see one policy); SFT applies it.", range="[0, 1)")
     target_modules: str = doc("auto", "Modules that get adapters: 'auto' (the attention and MLP projections found in the model, e.g. q/k/v/o/gate/up/down_proj for Llama, c_attn/c_proj/c_fc for GPT-2, q/k/v/o/wi/wo for T5) or a comma list of module names.")
 
 
@@ -431,14 +431,7 @@ def validate(config: Config) -> None:
             raise RlftError(f"config: {key} must be a finite number, got {value!r}")
         if "range" in meta and value not in meta["range"]:
             raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
-    lora = config.lora
-    if lora.r < 0:
-        raise RlftError(f"config: lora.r must be >= 0 (0 = off), got {lora.r}")
-    if not lora.alpha > 0:
-        raise RlftError(f"config: lora.alpha must be > 0, got {lora.alpha}")
-    if not 0 <= lora.dropout < 1:
-        raise RlftError(f"config: lora.dropout must be in [0, 1), got {lora.dropout}")
-    if not [m for m in lora.target_modules.split(",") if m.strip()]:
+    if not [m for m in config.lora.target_modules.split(",") if m.strip()]:
         raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
     allowed = {"reward": ("k1",), "loss": ("k2", "k3")}[config.algo.kl_mode]
     if config.algo.kl_estimator not in allowed:
