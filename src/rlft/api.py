@@ -72,7 +72,8 @@ def generate(config: Config, prompts: list[str], *, greedy: bool = True, samples
              parts: Any = None) -> list[list[str]]:
     """Completions for raw prompts (the data template is applied): ``samples`` per prompt."""
     from rlft.data.example import Example
-    from rlft.training.setup import build_parts, render
+    from rlft.data.templates import render
+    from rlft.training.setup import build_parts
 
     parts = parts or build_parts(config, need_data=False)
     cfg, out = parts.config, []

@@ -6,7 +6,9 @@ import warnings
 
 import pytest
 
-from rlft.data.templates import end_of_turn_id, fit_prompt, render_prompt
+from rlft.config import load_config
+from rlft.data.example import Example
+from rlft.data.templates import end_of_turn_id, fit_prompt, render, render_prompt
 from rlft.errors import RlftError
 
 WORDS = "hello world the answer question is : user assistant a b c d e f g h".split()
@@ -214,3 +216,24 @@ def test_a_plain_template_keeps_its_prefix_when_the_prompt_is_cut():
     assert text.startswith("Summarize: ") and text.endswith("w299\nSummary:")
     bos = getattr(tok, "bos_token", None)
     assert len(tok(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]) <= 40
+
+
+# ---------------------------------------------------------------------------- render (a run's prompts)
+
+ROWS = [Example("the cat", ("x",), "0", meta={"topic": "pets", "meta": {"page": "cat"}}),
+        Example("a dog", ("y",), "1", meta={"topic": "parks", "meta": {"page": "dog"}})]
+
+
+def test_format_template_gets_the_rows_extra_columns():
+    cfg = load_config(None, ["data.template=[{topic}] {prompt} ({meta[page]}) =>"])
+    assert render(cfg, None, ROWS) == ["[pets] the cat (cat) =>", "[parks] a dog (dog) =>"]
+
+
+def test_chat_instruction_gets_the_rows_extra_columns_and_the_system_prompt():
+    from tests.tiny import tiny_chat_tokenizer
+
+    cfg = load_config(None, ["data.template=chat", "data.instruction=About {topic}: {prompt}",
+                             "data.system_prompt=Answer briefly."])
+    texts = render(cfg, tiny_chat_tokenizer(), ROWS)
+    assert texts[1] == ("<|im_start|>system\nAnswer briefly.<|im_end|>\n<|im_start|>user\nAbout parks: a dog<|im_end|>\n"
+                        "<|im_start|>assistant\n")

@@ -5,9 +5,13 @@ from __future__ import annotations
 import functools
 import string
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rlft.errors import RlftError
+
+if TYPE_CHECKING:
+    from rlft.config import Config
+    from rlft.data.example import Example
 
 CHAT = "chat"
 OVERLONG_CHOICES = ("truncate", "reject")
@@ -47,6 +51,26 @@ def render_prompt(template: str, prompt: str, tokenizer: Any = None, instruction
     if template == CHAT:
         return _render_chat(_fill(instruction, prompt, meta, "data.instruction"), system_prompt, tokenizer)
     return _fill(template, prompt, meta, "data.template")
+
+
+def render(config: Config, tokenizer: Any, examples: list[Example], max_tokens: int | None = None) -> list[str]:
+    """Prompt texts as the model sees them: the template (or, for 'chat', the instruction) filled
+    with each example's prompt and its other columns (``Example.meta``). With ``max_tokens`` (and
+    ``data.overlong='truncate'``) an over-long prompt is cut inside its prompt field, so the
+    template, instruction and chat headers stay whole (``fit_prompt_field``).
+
+    The one renderer of ``rlft train``, ``sft``, ``eval`` and ``generate``."""
+    d = config.data
+    out = []
+    for i, ex in enumerate(examples):
+        def fill(prompt: str, ex: Example = ex) -> str:
+            return render_prompt(d.template, prompt, tokenizer, d.instruction, d.system_prompt, **ex.meta)
+
+        if max_tokens is None or tokenizer is None or d.overlong != "truncate":
+            out.append(fill(ex.prompt))
+        else:
+            out.append(fit_prompt_field(fill, ex.prompt, tokenizer, max_tokens, f"prompt {ex.id or i}"))
+    return out
 
 
 def _fill(template: str, prompt: str, meta: dict[str, Any], key: str) -> str:

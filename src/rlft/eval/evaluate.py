@@ -62,9 +62,9 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
+    from rlft.data.templates import render
     from rlft.eval.monitors import component_columns, text_monitors
     from rlft.rewards import METRICS, score
-    from rlft.training.setup import render
 
     config, policy = parts.config, parts.policy
     metric_name, second_name = metric_names(config)

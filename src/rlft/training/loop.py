@@ -44,6 +44,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.algorithms import ALGORITHMS, kl_reward, masked_mean, rl_loss
     from rlft.data.buckets import TailGuard, apply_tail_boost, assign_buckets
     from rlft.data.sampling import PromptSampler, traffic_weights
+    from rlft.data.templates import render
     from rlft.algorithms.gdpo import decoupled_rewards
     from rlft.eval.evaluate import evaluate, log_summary
     from rlft.eval.monitors import DivergenceWatch, rollout_monitors
@@ -54,7 +55,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.training.metrics import MetricsLogger, save_resolved_config
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
-    from rlft.training.setup import config_dict, prepare_parts, render
+    from rlft.training.setup import config_dict, prepare_parts
 
     parts = prepare_parts(config, parts)
     config = parts.config  # task defaults applied

@@ -52,26 +52,6 @@ def apply_task_defaults(config: Config) -> Config:
     return with_defaults(config, **sections)
 
 
-def render(config: Config, tokenizer: Any, examples: list[Example], max_tokens: int | None = None) -> list[str]:
-    """Prompt texts as the model sees them: the template (or, for 'chat', the instruction) filled
-    with each example's prompt and its other columns. With ``max_tokens`` (and
-    ``data.overlong='truncate'``) an over-long prompt is cut inside its prompt field, so the
-    template, instruction and chat headers stay whole (``fit_prompt_field``)."""
-    from rlft.data.templates import fit_prompt_field, render_prompt
-
-    d = config.data
-    out = []
-    for i, ex in enumerate(examples):
-        def fill(prompt: str, ex: Example = ex) -> str:
-            return render_prompt(d.template, prompt, tokenizer, d.instruction, d.system_prompt, **ex.meta)
-
-        if max_tokens is None or tokenizer is None or d.overlong != "truncate":
-            out.append(fill(ex.prompt))
-        else:
-            out.append(fit_prompt_field(fill, ex.prompt, tokenizer, max_tokens, f"prompt {ex.id or i}"))
-    return out
-
-
 def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     from rlft.models.loading import load_policy
     from rlft.rewards import build_reward

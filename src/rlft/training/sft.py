@@ -57,8 +57,8 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     from rlft.training.metrics import MetricsLogger, save_resolved_config
     from rlft.training.optim import build_optimizer, build_scheduler
     from rlft.training.progress import Progress
-    from rlft.training.setup import config_dict, prepare_parts, render
-    from rlft.data.templates import CHAT, end_of_turn_id
+    from rlft.training.setup import config_dict, prepare_parts
+    from rlft.data.templates import CHAT, end_of_turn_id, render
     from pathlib import Path
 
     parts = prepare_parts(config, parts)
