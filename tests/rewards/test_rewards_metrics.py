@@ -123,4 +123,3 @@ def test_registry_contents_and_reference_checks():
         M.bleu_scores(["a"], [("a",), ("b",)])
     with pytest.raises(RlftError, match="example 0 has no reference"):
         M.chrf_scores(["a"], [()])
-    assert M.as_references(["a"], ["ref"]) == [("ref",)]  # a bare string is one reference

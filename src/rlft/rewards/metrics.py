@@ -18,22 +18,10 @@ from functools import lru_cache
 
 from rlft.errors import RlftError
 from rlft.rewards import text as T
+from rlft.rewards.text import as_references
 
 Refs = Sequence[Sequence[str]]
 ROUGE_TYPES = {"rouge1": "rouge1", "rouge2": "rouge2", "rouge_l": "rougeL"}
-
-
-def as_references(hyps: Sequence[str], refs: Sequence[Sequence[str] | str]) -> list[tuple[str, ...]]:
-    """Check one reference entry per hypothesis; a bare string counts as one reference."""
-    if len(hyps) != len(refs):
-        raise RlftError(f"references: {len(refs)} reference entries for {len(hyps)} completions")
-    out = []
-    for i, r in enumerate(refs):
-        r = (r,) if isinstance(r, str) else tuple(r)
-        if not r:
-            raise RlftError(f"references: example {i} has no reference")
-        out.append(r)
-    return out
 
 
 @lru_cache(maxsize=None)

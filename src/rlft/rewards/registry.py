@@ -84,7 +84,7 @@ def length_penalty(prompts, completions, references, *, cjk: str = "auto",
     completions get 0; with several references the closest one counts.
     """
     out = []
-    for c, rs in zip(completions, M.as_references(completions, references)):
+    for c, rs in zip(completions, T.as_references(completions, references)):
         use = T.use_cjk(rs, cjk)
         n = T.length_units(c, use)
         best = 0.0

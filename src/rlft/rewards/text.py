@@ -1,4 +1,5 @@
-"""Text helpers shared by the rewards and metrics: CJK detection, tokenization, placeholders.
+"""Text helpers shared by the rewards and metrics: reference lists, CJK detection, tokenization,
+placeholders.
 
 rouge-score's default tokenizer keeps only ``[a-z0-9]`` and silently drops every other
 character, so Chinese or Japanese text scores 0 against itself. ``WordTokenizer`` keeps
@@ -39,6 +40,19 @@ _CJK_RE = re.compile(f"[{_CJK_CLASS}]")
 # Kana and Hangul: the CJK characters that sacrebleu's `zh` tokenizer leaves glued together.
 _KANA_HANGUL_RE = re.compile("([\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\uac00-\ud7af\uff66-\uff9f])")
 _ASCII_WORD_RE = re.compile(r"[a-z0-9]+")
+
+
+def as_references(hyps: Sequence[str], refs: Sequence[Sequence[str] | str]) -> list[tuple[str, ...]]:
+    """Check one reference entry per hypothesis; a bare string counts as one reference."""
+    if len(hyps) != len(refs):
+        raise RlftError(f"references: {len(refs)} reference entries for {len(hyps)} completions")
+    out = []
+    for i, r in enumerate(refs):
+        r = (r,) if isinstance(r, str) else tuple(r)
+        if not r:
+            raise RlftError(f"references: example {i} has no reference")
+        out.append(r)
+    return out
 
 
 def has_cjk(text: str) -> bool:
