@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from rlft.data.counting import count_prompts
+from rlft.config import DataConfig
+from rlft.data.loading import rows_to_examples
 from rlft.data.sampling import PromptSampler, inclusion_probs, loss_weights, traffic_weights
 from rlft.errors import RlftError
 from tests.data.traffic_fixtures import assert_close, r, rows
@@ -113,7 +114,7 @@ def test_loss_mode_weights_uniform_draws_by_traffic():
 
 def test_a_repeated_prompt_costs_one_rollout_per_draw():
     log = rows(*([r("hot")] * 10_000 + [r(f"rare {i}") for i in range(9)]))
-    examples = count_prompts(log)
+    examples = rows_to_examples(log, DataConfig(), "log")  # a traffic log, as the loader counts it
     assert len(examples) == 10 and examples[0].count == 10_000
     p = traffic_weights(torch.tensor([e.count for e in examples]), 1.0, 0.0)
     sampler = PromptSampler(p, 4, seed=0)

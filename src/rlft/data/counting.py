@@ -2,19 +2,22 @@
 
 Real traffic is imbalanced: a few prompts make up most requests. rlft trains on the U *unique*
 prompts, each carrying its count, so a prompt seen a million times is one row with a weight.
-Counting keeps one entry per unique prompt, never the log, so memory scales with U; the
+Counting keeps one entry per unique prompt, never the log, so memory scales with U. ``PromptCounter``
+is the one merge of repeated prompts: the data loader and the task builders both go through it. The
 weights, sampler (``rlft.data.sampling``) and buckets (``rlft.data.buckets``) work from these counts.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from rlft.config import DataConfig
-from rlft.data import loading
 from rlft.data.example import Example
 from rlft.errors import RlftError, where
 
@@ -39,92 +42,85 @@ def prompt_key(text: str, normalize: bool = False) -> str:
     return normalize_prompt(text) if normalize else text
 
 
-class PromptCounter:
-    """Count a traffic log incrementally: ``add(line, row)`` per raw row, then ``examples()``.
+@dataclass
+class Merged:
+    """One unique prompt as merged so far: its first row's text, id, line and extra columns, the
+    summed count, and each distinct reference with the number of times rows gave it (first-seen order)."""
 
-    Memory holds one entry per unique prompt (its first text, id, extra fields, count and the
-    distinct references), never the log, so a log can be fed in any number of chunks.
-    A row counts ``row[count_field]`` (a positive integer) or ``row[weight_field]`` (a positive
-    number) or 1; missing, null and empty-string cells count as absent (CSV, Parquet).
+    prompt: str
+    id: str
+    line: int
+    count: float
+    references: Counter[str]
+    meta: dict[str, Any]
+
+    def ranked_references(self) -> list[str]:
+        """Most frequent first, ties in first-seen order (``Counter.most_common`` sorts stably)."""
+        return [ref for ref, _ in self.references.most_common()]
+
+    def example(self) -> Example:
+        return Example(prompt=self.prompt, references=tuple(self.references), id=self.id, count=self.count,
+                       meta=self.meta)
+
+
+class PromptCounter:
+    """The one merge of repeated prompts: the data loader (datasets and traffic logs alike,
+    ``rlft.data.loading.rows_to_examples``) and the task builders (``rlft.tasks.common``) feed it.
+
+    ``add`` takes one row's checked fields; ``examples()`` (or ``merged()``) gives the result:
+
+    - prompts merge when equal, or equal under ``normalize_prompt`` with ``normalize``;
+    - the first row of a prompt gives its text, id, line and extra columns (``meta``; a value that
+      is not JSON is stringified, so an Example can be saved);
+    - counts add up (integer counts stay exact ints however long the log);
+    - references are the union over the rows, in first-seen order;
+    - unique prompts come out in order of first appearance;
+    - the id is the first row's, or ``{file name}:{line}`` when it has none; an id that already
+      names a different prompt is an error naming both lines.
+
+    Memory holds one entry per unique prompt, never the rows, so a traffic log larger than memory
+    streams through, in any number of chunks.
     """
 
-    def __init__(self, *, prompt_field: str = "prompt", reference_field: str = "reference",
-                 references_field: str = "references", count_field: str = "count",
-                 weight_field: str = "weight", id_field: str = "id", normalize: bool = False,
-                 require_reference: bool = True, source: str = "log"):
-        self.prompt_field, self.reference_field, self.references_field = prompt_field, reference_field, references_field
-        self.count_field, self.weight_field, self.id_field = count_field, weight_field, id_field
-        self.normalize, self.require_reference, self.source = normalize, require_reference, source
-        self._known = {prompt_field, reference_field, references_field, count_field, weight_field, id_field}
-        # The row checks are the data loader's own, so a log and a dataset fail the same way.
-        self._cfg = DataConfig(prompt_field=prompt_field, reference_field=reference_field,
-                               references_field=references_field, count_field=count_field, id_field=id_field)
-        self._entries: dict[str, dict[str, Any]] = {}  # key -> entry, in first-seen order
+    def __init__(self, *, normalize: bool = False, source: str = "data", id_field: str = "id"):
+        self.normalize, self.source, self.id_field = normalize, source, id_field
+        self._base = os.path.basename(source.rstrip("/\\")) or source
+        self._entries: dict[str, Merged] = {}  # key -> entry, in first-seen order
+        self._id_lines: dict[str, int] = {}    # id -> the line that gave it
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, line: int, row: dict) -> None:
-        if not isinstance(row, dict):
-            raise RlftError(f"{where(self.source, line)}: expected an object, got {type(row).__name__}")
-        prompt = self._prompt(line, row)
-        references = self._references(line, row)
-        count = self._count(line, row)
+    def add(self, line: int, prompt: str, references: Iterable[str], count: float = 1, *,
+            id: Any = None, meta: Mapping[str, Any] | None = None) -> None:
         key = prompt_key(prompt, self.normalize)
         entry = self._entries.get(key)
         if entry is None:
-            raw_id = row.get(self.id_field)
-            entry = {"prompt": prompt, "line": line, "count": 0, "references": {},
-                     "id": None if raw_id is None or str(raw_id).strip() == "" else str(raw_id),
-                     "meta": {k: loading._jsonable(v) for k, v in row.items() if k not in self._known}}
-            self._entries[key] = entry
-        entry["count"] += count
-        # A dict used as an ordered set keeps references in first-seen order.
-        entry["references"].update(dict.fromkeys(references))
+            meta = {k: _jsonable(v) for k, v in (meta or {}).items()}
+            entry = self._entries[key] = Merged(prompt, self._new_id(id, line), line, 0, Counter(), meta)
+        entry.count += count
+        entry.references.update(references)
+
+    def merged(self) -> list[Merged]:
+        return list(self._entries.values())
 
     def examples(self) -> list[Example]:
-        """Unique prompts by descending count; ties keep first appearance (the sort is stable)."""
-        ranked = sorted(self._entries.values(), key=lambda e: -e["count"])
-        seen: dict[str, int] = {}
-        out = []
-        for rank, e in enumerate(ranked, start=1):
-            if self.require_reference and not e["references"]:
-                raise RlftError(f"{where(self.source, e['line'])}: no reference for this prompt in any of its rows "
-                                f"(fields '{self.reference_field}' or '{self.references_field}')")
-            ex_id = e["id"] if e["id"] is not None else f"p{rank}"
-            if ex_id in seen:
-                raise RlftError(f"{where(self.source, e['line'], self.id_field)}: id '{ex_id}' also names a "
-                                f"different prompt (line {seen[ex_id]})")
-            seen[ex_id] = e["line"]
-            out.append(Example(prompt=e["prompt"], references=tuple(e["references"]), id=ex_id,
-                               count=float(e["count"]), meta=dict(e["meta"])))
-        return out
+        return [entry.example() for entry in self._entries.values()]
 
-    def _prompt(self, line: int, row: dict) -> str:
-        return loading._prompt(row, self._cfg, self.source, line)
-
-    def _references(self, line: int, row: dict) -> list[str]:
-        return loading._references(row, self._cfg, self.source, line, required=False)
-
-    def _count(self, line: int, row: dict) -> float:
-        return loading._count(row, self._cfg, self.source, line, weight_field=self.weight_field)
+    def _new_id(self, value: Any, line: int) -> str:
+        blank = value is None or (isinstance(value, str) and not value.strip())
+        ex_id = f"{self._base}:{line}" if blank else str(value)
+        if ex_id in self._id_lines:
+            raise RlftError(f"{where(self.source, line, self.id_field)}: duplicate id '{ex_id}' (first at line "
+                            f"{self._id_lines[ex_id]}) for a different prompt; fix the ids or set data.id_field")
+        self._id_lines[ex_id] = line
+        return ex_id
 
 
-def count_prompts(rows: Iterable[tuple[int, dict]], *, prompt_field: str = "prompt",
-                  reference_field: str = "reference", references_field: str = "references",
-                  count_field: str = "count", weight_field: str = "weight", id_field: str = "id",
-                  normalize: bool = False, require_reference: bool = True, source: str = "log") -> list[Example]:
-    """One streaming pass over ``(line, row)`` pairs of a traffic log -> unique prompts with counts.
-
-    Repeats (exact, or equal under ``normalize_prompt`` with ``normalize=True``) merge into one
-    Example that keeps the first-seen prompt text, id and extra fields (``meta``), sums the
-    counts and unions the references in first-seen order. Ids are the first row's ``id_field``
-    or ``p{rank}`` (1 = most frequent). Order: descending count, ties by first appearance.
-    """
-    counter = PromptCounter(prompt_field=prompt_field, reference_field=reference_field,
-                            references_field=references_field, count_field=count_field,
-                            weight_field=weight_field, id_field=id_field, normalize=normalize,
-                            require_reference=require_reference, source=source)
-    for line, row in rows:
-        counter.add(line, row)
-    return counter.examples()
+def _jsonable(value: Any) -> Any:
+    """Keep JSON values as they are; stringify the rest (timestamps, bytes) so meta can be saved."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value

@@ -2,7 +2,8 @@
 
 Loading is two stages so each can be tested alone: ``iter_rows`` streams raw records with the
 1-based line number a user would look up in their file, and ``rows_to_examples`` validates
-them and merges repeated prompts. Every data error names the file, the line and the field.
+them and merges repeated prompts (``rlft.data.counting.PromptCounter``, the one merge). Every data
+error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rlft.config import DataConfig
+from rlft.data.counting import PromptCounter
 from rlft.data.example import Example
 from rlft.errors import RlftError, where
 
@@ -201,40 +203,24 @@ def rows_to_examples(rows: Iterable[tuple[int, dict]], cfg: DataConfig, source: 
                      normalize: bool = False) -> list[Example]:
     """Validate raw rows and merge rows with the same prompt into one Example.
 
-    Merged prompts sum their counts (a row without a count counts 1), union their references
-    in first-seen order and keep the first row's prompt text, id and extra columns. Prompts
-    match exactly, or after ``normalize_prompt`` (whitespace, case, digits) with ``normalize``.
-    Memory grows with unique prompts only, so a traffic log larger than memory streams through.
+    Every row needs a prompt and a reference; a row without a count counts 1. The merge is
+    ``PromptCounter``'s: counts add up, references are unioned in first-seen order, the first
+    row's prompt text, id (``{file name}:{line}`` without one) and extra columns are kept, and
+    prompts come out in order of first appearance. Prompts match exactly, or after
+    ``normalize_prompt`` (whitespace, case, digits) with ``normalize``. Memory grows with unique
+    prompts only, so a traffic log larger than memory streams through.
     """
-    from rlft.data.counting import normalize_prompt
-
-    base = os.path.basename(source.rstrip("/\\")) or source
-    merged: dict[str, dict[str, Any]] = {}
-    first_line_of_id: dict[str, int] = {}
+    counter = PromptCounter(normalize=normalize, source=source, id_field=cfg.id_field)
     known = {cfg.prompt_field, cfg.reference_field, cfg.references_field, cfg.id_field, cfg.count_field, WEIGHT_FIELD}
     for line, row in rows:
         prompt = _prompt(row, cfg, source, line)
         references = _references(row, cfg, source, line)
         count = _count(row, cfg, source, line)
-        key = normalize_prompt(prompt) if normalize else prompt
-        if key in merged:
-            entry = merged[key]
-            entry["count"] += count
-            entry["references"].update(dict.fromkeys(references))
-            continue
-        ex_id = _id(row, cfg, base, line)
-        if ex_id in first_line_of_id:
-            raise RlftError(f"{where(source, line, cfg.id_field)}: duplicate id '{ex_id}' (first at line "
-                            f"{first_line_of_id[ex_id]}) for a different prompt; fix the ids or set data.id_field")
-        first_line_of_id[ex_id] = line
-        meta = {k: _jsonable(v) for k, v in row.items() if k not in known}
-        # A dict used as an ordered set keeps references in first-seen order.
-        merged[key] = {"prompt": prompt, "id": ex_id, "count": count, "references": dict.fromkeys(references),
-                       "meta": meta}
-    if not merged:
+        counter.add(line, prompt, references, count, id=row.get(cfg.id_field),
+                    meta={k: v for k, v in row.items() if k not in known})
+    if not len(counter):
         raise RlftError(f"{source}: no examples")
-    return [Example(prompt=e["prompt"], references=tuple(e["references"]), id=e["id"], count=e["count"],
-                    meta=e["meta"]) for e in merged.values()]
+    return counter.examples()
 
 
 def _present(row: dict, name: str) -> bool:
@@ -254,7 +240,7 @@ def _prompt(row: dict, cfg: DataConfig, source: str, line: int) -> str:
     return value
 
 
-def _references(row: dict, cfg: DataConfig, source: str, line: int, *, required: bool = True) -> list[str]:
+def _references(row: dict, cfg: DataConfig, source: str, line: int) -> list[str]:
     if _present(row, cfg.reference_field):
         name, value = cfg.reference_field, row[cfg.reference_field]
         values = [value] if isinstance(value, str) else value
@@ -267,8 +253,6 @@ def _references(row: dict, cfg: DataConfig, source: str, line: int, *, required:
                 values = json.loads(value) if value.lstrip().startswith("[") else value
             except json.JSONDecodeError:
                 raise RlftError(f"{where(source, line, name)}: malformed JSON list of references") from None
-    elif not required:  # a traffic log's row may lack a reference; its prompt needs one in some row
-        return []
     else:
         raise RlftError(f"{where(source, line)}: no reference; expected field '{cfg.reference_field}' "
                         f"(a string or list of strings) or '{cfg.references_field}' (a list of strings)")
@@ -281,11 +265,11 @@ def _references(row: dict, cfg: DataConfig, source: str, line: int, *, required:
     return list(values)
 
 
-def _count(row: dict, cfg: DataConfig, source: str, line: int, *, weight_field: str = WEIGHT_FIELD) -> float:
+def _count(row: dict, cfg: DataConfig, source: str, line: int) -> float:
     if _present(row, cfg.count_field) and row[cfg.count_field] != "":
         name, integer = cfg.count_field, True
-    elif _present(row, weight_field) and row[weight_field] != "":
-        name, integer = weight_field, False
+    elif _present(row, WEIGHT_FIELD) and row[WEIGHT_FIELD] != "":
+        name, integer = WEIGHT_FIELD, False
     else:
         return 1
     value = row[name]
@@ -302,19 +286,3 @@ def _count(row: dict, cfg: DataConfig, source: str, line: int, *, weight_field: 
         raise RlftError(f"{where(source, line, name)}: must be {kind}, got {value!r}")
     # Integer counts stay exact ints while summing a long log.
     return int(number) if integer else number
-
-
-def _id(row: dict, cfg: DataConfig, base: str, line: int) -> str:
-    value = row.get(cfg.id_field)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return f"{base}:{line}"
-    return str(value)
-
-
-def _jsonable(value: Any) -> Any:
-    """Keep JSON values as they are; stringify the rest (timestamps, bytes) so meta can be saved."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from rlft.data.counting import PromptCounter
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -47,21 +49,17 @@ def squash(text: str) -> str:
 
 
 def merge_duplicates(pairs: Iterable[Pair], max_refs: int | None = None) -> list[Pair]:
-    """One Pair per distinct prompt: references merged (most frequent first, ties by first
-    appearance), counts added, meta of the first occurrence kept."""
-    merged: dict[str, Pair] = {}
-    ref_counts: dict[str, Counter] = {}
-    for pair in pairs:
-        if pair.prompt not in merged:
-            merged[pair.prompt] = Pair(pair.prompt, [], 0, dict(pair.meta))
-            ref_counts[pair.prompt] = Counter()
-        merged[pair.prompt].count += pair.count
-        ref_counts[pair.prompt].update(pair.references)
-    for prompt, pair in merged.items():
-        # Counter keeps insertion order among equal counts, so ties stay in source order.
-        refs = [ref for ref, _ in ref_counts[prompt].most_common()]
-        pair.references = refs[:max_refs] if max_refs else refs
-    return list(merged.values())
+    """One Pair per distinct prompt, merged as the data loader merges rows (``PromptCounter``:
+    counts added, meta of the first occurrence kept, first-appearance order); a task keeps its
+    references most frequent first (ties by first appearance), at most ``max_refs`` of them."""
+    counter = PromptCounter(source="pairs")
+    for line, pair in enumerate(pairs, start=1):
+        counter.add(line, pair.prompt, pair.references, pair.count, meta=pair.meta)
+    out = []
+    for entry in counter.merged():
+        refs = entry.ranked_references()
+        out.append(Pair(entry.prompt, refs[:max_refs] if max_refs else refs, entry.count, entry.meta))
+    return out
 
 
 def split_pairs(pairs: list[Pair], test_fraction: float = 0.05, validation_fraction: float = 0.05,
