@@ -165,11 +165,9 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
     change is exactly -lr * gradient; Adam would hide a wrong scale)."""
     import copy
 
-    from rlft.algorithms import rl_loss
     from rlft.models.loading import load_reference
-    from rlft.models.logprobs import completion_logprobs
-    from rlft.training.loop import _frozen_logprobs, _update
     from rlft.training.setup import build_parts
+    from rlft.training.update import UpdateBatch, UpdateSettings, frozen_logprobs, update
 
     deltas = []
     for accum in (1, 3):
@@ -182,12 +180,13 @@ def test_gradient_accumulation_gives_the_same_gradient(tmp_path, tiny_causal_dir
         rollout = parts.sampler.sample(["reverse: the cat =>", "reverse: a dog ran =>"], 3, temperature=0.8,
                                        top_p=1.0, top_k=0, max_new_tokens=6,
                                        generator=torch.Generator().manual_seed(0))
+        settings = UpdateSettings.from_config(cfg, parts, clip=True)
         with load_reference(parts.policy, cfg.model).active() as ref_model:
-            ref_lp = _frozen_logprobs(ref_model, rollout, cfg, parts, completion_logprobs)
+            ref_lp = frozen_logprobs(ref_model, rollout, settings)
         advantages = torch.linspace(-1, 1, 6)
         start = copy.deepcopy(model.state_dict())
         opt = torch.optim.SGD(model.parameters(), lr=1.0)
-        _update(model, rollout, ref_lp, advantages, torch.ones(6), cfg, parts, opt, True, completion_logprobs, rl_loss)
+        update(model, opt, UpdateBatch(rollout, advantages, torch.ones(6), ref_lp), settings)
         deltas.append({k: model.state_dict()[k] - start[k] for k in start})
     assert any(d.abs().max() > 1e-4 for d in deltas[0].values())
     for k in deltas[0]:

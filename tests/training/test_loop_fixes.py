@@ -30,8 +30,8 @@ def test_logged_stats_are_token_means_independent_of_grad_accum(tmp_path, tiny_c
     from rlft.algorithms import rl_loss
     from rlft.models.loading import load_reference
     from rlft.models.logprobs import completion_logprobs
-    from rlft.training.loop import _frozen_logprobs, _update
     from rlft.training.setup import build_parts
+    from rlft.training.update import UpdateBatch, UpdateSettings, frozen_logprobs, update
 
     logged = []
     for accum in (1, 2):
@@ -46,11 +46,12 @@ def test_logged_stats_are_token_means_independent_of_grad_accum(tmp_path, tiny_c
         # the mean over tokens, and the two halves hold different token counts
         lengths = torch.tensor([1, 2, 3, 8, 8, 8])
         rollout.completion_mask = (torch.arange(8)[None, :] < lengths[:, None]).float()
+        settings = UpdateSettings.from_config(cfg, parts, clip=True)
         with load_reference(parts.policy, cfg.model).active() as ref_model:
-            ref_lp = _frozen_logprobs(ref_model, rollout, cfg, parts, completion_logprobs) - 0.3
+            ref_lp = frozen_logprobs(ref_model, rollout, settings) - 0.3
         opt = torch.optim.SGD(parts.policy.model.parameters(), lr=0.0)
-        stats, error = _update(parts.policy.model, rollout, ref_lp, torch.linspace(-1, 1, 6), torch.ones(6), cfg,
-                               parts, opt, True, completion_logprobs, rl_loss)
+        stats, error = update(parts.policy.model, opt,
+                              UpdateBatch(rollout, torch.linspace(-1, 1, 6), torch.ones(6), ref_lp), settings)
         assert error is None
         logged.append(stats)
         # the whole batch in one rl_loss call: the token means the stats must equal

@@ -49,6 +49,18 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
         return torch.optim.AdamW(groups, foreach=None, **kwargs)
 
 
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    """The total L2 norm of the gradients, clipped to ``max_norm`` in place when ``max_norm > 0``.
+
+    The norm is the one before clipping and is computed whether or not clipping is on, so every
+    loop logs the same ``grad_norm`` (the SFT loop logged 0.0 when clipping was off).
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_norm > 0:
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
+
+
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
     """Multiplier of the peak learning rate for the update made at ``step`` (0-based).
 
