@@ -2,22 +2,38 @@
 
 The traditional fine-tuning RL is compared against, and the usual warm start before RL.
 Every (prompt, reference) pair is a training item, so a prompt with three references
-contributes three targets. The loop mirrors the RL loop: batch -> loss -> update -> log,
-with periodic evaluation (the best validation checkpoint is exported to ``best/``) and
-atomic checkpoints that ``run.resume`` continues from.
+contributes three targets. The run scaffold (``rlft.training.run.Run``) is the RL loop's, so
+resume, logging, the evaluation and checkpoint cadence and the export cannot drift. Every step:
+
+  1. the next batch of (prompt, reference) pairs in a shuffled order fixed by (seed, epoch);
+  2. encode: rendered prompts left-padded as the sampler pads them, references + end-of-turn;
+  3. loss: the token-mean negative log-likelihood of the references, in micro-batches;
+  4. update: gradient clipping (the norm is logged either way), one AdamW step;
+  5. log;
+  6. every ``eval_every`` steps evaluate on validation (the best is exported to ``best/``), stop
+     after ``sft.patience`` evaluations without a better one; checkpoint every ``save_every``.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
 from rlft.config import Config
-from rlft.training.loop import RunResult
+from rlft.training.run import Run, RunResult
+
+
+@dataclass
+class SFTState:
+    """The SFT loop's own state: saved in every checkpoint (``trainer_state.json``), restored on resume."""
+
+    best_metric: float | None = None  # the best validation metric so far; that model is in best/
+    best_step: int | None = None
 
 
 def encode_pairs(tokenizer: Any, prompts: list[str], targets: list[str], *, is_seq2seq: bool,
@@ -50,106 +66,106 @@ def encode_pairs(tokenizer: Any, prompts: list[str], targets: list[str], *, is_s
 
 def sft(config: Config, parts: Any = None) -> RunResult:
     """Supervised fine-tuning as configured; the model is saved to ``run_dir/final``
-    (last step) and ``run_dir/best`` (best validation metric)."""
-    from rlft.eval.evaluate import evaluate, log_summary
-    from rlft.models.logprobs import completion_logprobs
-    from rlft.training.checkpoint import export_final, prune_checkpoints, resume_latest, save_checkpoint
-    from rlft.training.metrics import MetricsLogger, save_resolved_config
-    from rlft.training.optim import build_optimizer, build_scheduler
-    from rlft.training.progress import Progress
-    from rlft.training.setup import config_dict, prepare_parts
+    (last step) and ``run_dir/best`` (best validation metric).
+
+    No step-0 evaluation (``eval_at_start=False``): best/ and early stopping count the SFT
+    checkpoints only; the base model's score is the caller's to compare (benchmarks/common.py
+    ``sft_with_patience`` counts it as step 0 from a cached evaluation).
+    """
     from rlft.data.templates import CHAT, end_of_turn_id, render
-    from pathlib import Path
+    from rlft.training.optim import clip_grad_norm
+    from rlft.training.setup import prepare_parts
 
     parts = prepare_parts(config, parts)
     config, policy, model = parts.config, parts.policy, parts.policy.model  # task defaults applied
-    run = config.run
     # A chat model ends its turn with the template's end-of-turn token (ChatML <|im_end|>), which
     # need not be eos_token; the sampler stops at it too.
     end_id = end_of_turn_id(policy.tokenizer) if config.data.template == CHAT else None
     items = [(ex, ref) for ex in parts.splits["train"] for ref in ex.references]
-    val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
     steps_per_epoch = math.ceil(len(items) / config.sft.batch_size)
-    total = min(run.steps, max(1, math.ceil(config.sft.epochs * steps_per_epoch)))
-    run_dir = Path(run.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    optimizer = build_optimizer(model, config.optim)
-    scheduler = build_scheduler(optimizer, config.optim, total)
-    order_gen = torch.Generator().manual_seed(run.seed)
-    state: dict[str, Any] = {"best_metric": None, "best_step": None}
-    resumed = resume_latest(run_dir, model=policy.trainable, optimizer=optimizer, scheduler=scheduler,
-                            generators={"order": order_gen}, state=state) if run.resume else None
-    start = resumed or 0
-    save_resolved_config(run_dir, config_dict(config))
-    logger = MetricsLogger(run_dir, tensorboard=run.tensorboard, resume_step=resumed)
-    result = RunResult(run_dir, start, None)
-    # The data order is a function of (seed, epoch) only, so a resumed run sees the same batches.
-    perms: dict[int, torch.Tensor] = {}
-
-    def batch_at(step: int) -> list[tuple[Any, str]]:
-        epoch, pos = divmod((step - 1) * config.sft.batch_size, len(items))
-        if epoch not in perms:
-            perms[epoch] = torch.randperm(len(items), generator=torch.Generator().manual_seed(run.seed * 1000 + epoch))
-        ids = [perms[epoch][(pos + j) % len(items)].item() for j in range(config.sft.batch_size)]
-        return [items[i] for i in ids]
-
-    def run_eval(step: int) -> None:
-        ev = evaluate(parts, val_set, tag=f"sft-step-{step:08d}", step=step)
-        logger.log(step, "validation", log_summary(ev))
-        result.evals.append(ev)
-        if state["best_metric"] is None or ev["metric"] > state["best_metric"]:
-            state["best_metric"], state["best_step"] = ev["metric"], step
-            export_final(run_dir, policy.trainable, policy.tokenizer, name="best")
-        progress.write(f"step {step}: validation {ev['metric_name']} {ev['metric']:.2f} "
-                       f"(best {state['best_metric']:.2f} at step {state['best_step']})")
-
-    progress = Progress(total=total, initial=start, enabled=run.progress, desc="sft")
+    total = min(config.run.steps, max(1, math.ceil(config.sft.epochs * steps_per_epoch)))
+    run = Run(config, parts, name="sft", total_steps=total, dropout=True, eval_at_start=False)
+    order_gen = torch.Generator().manual_seed(config.run.seed)
+    state = run.resume(SFTState(), generators={"order": order_gen})
+    order = DataOrder(len(items), config.sft.batch_size, config.run.seed)
     model.train()
-    for step in range(start + 1, total + 1):
+    for step in run.steps():
         t0 = time.perf_counter()
-        batch = batch_at(step)
+        # 1. batch
+        batch = [items[i] for i in order.batch(step)]
+        # 2. encode
         prompts = render(config, policy.tokenizer, [ex for ex, _ in batch], parts.max_prompt_tokens)
         enc = encode_pairs(policy.tokenizer, prompts,
                            [ref for _, ref in batch], is_seq2seq=policy.is_seq2seq,
                            max_prompt_tokens=parts.max_prompt_tokens, overlong=config.data.overlong,
                            max_target_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens,
                            end_id=end_id)
-        n_tokens = enc.completion_mask.sum()
-        optimizer.zero_grad(set_to_none=True)
-        total_loss = 0.0
-        for c in torch.arange(len(batch)).chunk(config.optim.grad_accum):
-            rows = SimpleNamespace(**{k: v[c] for k, v in vars(enc).items()})
-            with parts.autocast():
-                lp, _ = completion_logprobs(model, rows, is_seq2seq=policy.is_seq2seq)
-            loss = -(lp.float() * rows.completion_mask).sum() / n_tokens  # token-mean NLL of the whole batch
-            loss.backward()
-            total_loss += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm) \
-            if config.optim.max_grad_norm > 0 else torch.tensor(0.0)
-        optimizer.step()
-        scheduler.step()
-        row = {"loss": total_loss, "grad_norm": float(grad_norm), "lr": scheduler.get_last_lr()[0],
-               "tokens": int(n_tokens), "step_time": time.perf_counter() - t0}
-        logger.log(step, "train", row)
-        progress.update(1, {"loss": total_loss, "s/step": row["step_time"]})
-        result.step = step
-        if val_set and (run.eval_every and step % run.eval_every == 0 or step == total):
-            model.eval()
-            run_eval(step)
-            model.train()
+        # 3. loss, backward
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = _nll_backward(model, enc, config.optim.grad_accum, parts)
+        # 4. update
+        grad_norm = clip_grad_norm(model, config.optim.max_grad_norm)
+        run.optimizer.step()
+        run.scheduler_step()
+        # 5. log
+        row = {"loss": loss, "grad_norm": grad_norm, "lr": run.lr, "tokens": int(enc.completion_mask.sum()),
+               "step_time": time.perf_counter() - t0}
+        run.log_step(step, row, {"loss": loss, "s/step": row["step_time"]})
+        # 6. evaluate, stop early, checkpoint
+        if run.eval_due(step):
+            _validate(run, state, step)
         # Early stopping: `patience` evaluations in a row without a new best validation metric.
-        stop = (config.sft.patience > 0 and state["best_step"] is not None and run.eval_every > 0
-                and step - state["best_step"] >= config.sft.patience * run.eval_every)
-        if run.save_every and step % run.save_every == 0 or step == total or stop:
-            save_checkpoint(run_dir, step, model=policy.trainable, tokenizer=policy.tokenizer, optimizer=optimizer,
-                            scheduler=scheduler, state={"state": dict(state), "generators": {"order": order_gen}})
-            prune_checkpoints(run_dir, run.keep_checkpoints)
+        stop = (config.sft.patience > 0 and state.best_step is not None and config.run.eval_every > 0
+                and step - state.best_step >= config.sft.patience * config.run.eval_every)
+        run.checkpoint(step, state, force=stop)
         if stop:
-            progress.write(f"step {step}: no better validation metric in {config.sft.patience} evaluations; "
-                           f"stopping (best at step {state['best_step']}, exported to best/)")
+            run.write(f"step {step}: no better validation metric in {config.sft.patience} evaluations; "
+                      f"stopping (best at step {state.best_step}, exported to best/)")
             break
-    progress.close()
-    model.eval()
-    result.final_dir = export_final(run_dir, policy.trainable, policy.tokenizer)
-    logger.close()
-    return result
+    return run.finish()
+
+
+class DataOrder:
+    """Which items each step trains on: epoch e is a permutation seeded by (seed, e) alone, so a
+    resumed run sees the same batches without replaying the ones before."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n_items, batch_size, seed
+        self._perms: dict[int, torch.Tensor] = {}
+
+    def batch(self, step: int) -> list[int]:
+        """The item indices of 1-based ``step``; a batch that crosses an epoch's end wraps within it."""
+        epoch, pos = divmod((step - 1) * self.batch_size, self.n)
+        if epoch not in self._perms:
+            self._perms[epoch] = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 1000 + epoch))
+        return [self._perms[epoch][(pos + j) % self.n].item() for j in range(self.batch_size)]
+
+
+def _nll_backward(model: torch.nn.Module, enc: SimpleNamespace, grad_accum: int, parts: Any) -> float:
+    """Backpropagate the token-mean NLL of the whole batch's targets in ``grad_accum`` micro-batches
+    (each normalized by the whole batch's token count, so the gradients add up); returns the loss."""
+    from rlft.models.logprobs import completion_logprobs
+
+    n_tokens = enc.completion_mask.sum()
+    total = 0.0
+    for c in torch.arange(enc.completion_ids.shape[0]).chunk(grad_accum):
+        rows = SimpleNamespace(**{k: v[c] for k, v in vars(enc).items()})
+        with parts.autocast():
+            lp, _ = completion_logprobs(model, rows, is_seq2seq=parts.policy.is_seq2seq)  # (n_c, T)
+        loss = -(lp.float() * rows.completion_mask).sum() / n_tokens
+        loss.backward()
+        total += loss.item()
+    return total
+
+
+def _validate(run: Run, state: SFTState, step: int) -> None:
+    """Evaluate on validation; a new best validation metric exports the model to best/."""
+    from rlft.eval.evaluate import log_summary
+
+    ev = run.evaluate(step)
+    run.logger.log(step, "validation", log_summary(ev))
+    if state.best_metric is None or ev["metric"] > state.best_metric:
+        state.best_metric, state.best_step = ev["metric"], step
+        run.export("best")
+    run.write(f"step {step}: validation {ev['metric_name']} {ev['metric']:.2f} "
+              f"(best {state.best_metric:.2f} at step {state.best_step})")
