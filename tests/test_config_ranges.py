@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rlft.config import Config, _numeric_fields, load_config, validate
+from rlft.config import Config, load_config, numeric_fields, validate
 from rlft.errors import RlftError
 
 
@@ -38,7 +38,7 @@ def test_defaults_and_empty_optionals_pass():
 
 
 def test_every_numeric_setting_has_a_range_and_every_default_is_inside_it():
-    fields = _numeric_fields()  # every number declares its range once, lora.* included
+    fields = numeric_fields()  # every number declares its range once, lora.* included
     assert len(fields) > 30
     missing = [k for k, m in fields.items() if "range" not in m]
     assert not missing, f"numeric settings without range=: {missing}"

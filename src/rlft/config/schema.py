@@ -1,21 +1,14 @@
-"""Run configuration: frozen dataclasses, one per concern.
-
-These classes are the single source of truth for every setting: the YAML schema, the
-dotted command-line overrides (``algo.name=rloo rollout.group_size=8``) and ``rlft --help``
-are all generated from them, so flags and docs cannot drift apart.
-"""
+"""The settings: frozen dataclasses, one per concern, each field with its default, its
+documentation and, for a number, its allowed range (``doc``); and the introspection the loader,
+the checks and the docs share (``all_keys``, ``field_types``, ``get``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
+import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
-
-from rlft.errors import RlftError
-
 
 def doc(default: Any, help: str, range: str | None = None) -> Any:  # noqa: A002 - mirrors argparse's word
     """A dataclass field with a default, its documentation and, for a number, its allowed range:
@@ -201,12 +194,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading: YAML file + dotted overrides -> validated Config
-
-def _field_types(cls: type) -> dict[str, Any]:
-    import typing
-
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved type annotation of a config dataclass."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -214,7 +203,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
     """Every dotted key of the config, e.g. ``['model.name_or_path', ...]``."""
     keys = []
-    for name, tp in _field_types(cls).items():
+    for name, tp in field_types(cls).items():
         if dataclasses.is_dataclass(tp):
             keys.extend(all_keys(tp, f"{prefix}{name}."))
         else:
@@ -222,280 +211,8 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key(key: str, source: str) -> RlftError:
-    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
-    if not close:  # try the last component alone: 'group_sise' -> 'rollout.group_size'
-        leaf = key.rsplit(".", 1)[-1]
-        leaves = {k.rsplit(".", 1)[-1]: k for k in all_keys()}
-        match = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
-        close = [leaves[match[0]]] if match else []
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return RlftError(f"{source}: unknown config key '{key}'{hint}")
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    import typing
-
-    origin = typing.get_origin(tp)
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
-            return None
-        return _coerce(value, args[0], key, source)
-    bad = RlftError(f"{source}: config key '{key}' expects {getattr(tp, '__name__', tp)}, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise bad
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise bad
-        try:
-            as_float = float(value)
-        except ValueError:
-            raise bad from None
-        if as_float != int(as_float):
-            raise bad
-        return int(as_float)
-    if tp is float:
-        if isinstance(value, bool):
-            raise bad
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise bad from None
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise bad
-        return str(value)
-    return value
-
-
-def _build(cls: type, values: dict[str, Any], source: str, prefix: str = "") -> Any:
-    types = _field_types(cls)
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in types:
-            raise _unknown_key(full, source)
-        tp = types[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise RlftError(f"{source}: config section '{full}' must be a mapping, got {value!r}")
-            kwargs[key] = _build(tp, value, source, f"{full}.")
-        else:
-            kwargs[key] = _coerce(value, tp, full, source)
-    return cls(**kwargs)
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``['algo.name=rloo', 'rollout.group_size=8']`` -> nested dict (values parsed as YAML scalars)."""
-    import yaml
-
-    nested: dict[str, Any] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise RlftError(f"command line: override '{item}' must look like section.key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip().lstrip("-")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, (dict, list)):  # every setting is a scalar: 'Summarize: {prompt}' is text
-            value = raw
-        node = nested
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise RlftError(f"command line: override '{item}' conflicts with an earlier one")
-        node[parts[-1]] = value
-    return nested
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> Config:
-    """Build a Config from defaults, an optional ``base`` mapping (e.g. a task's defaults),
-    an optional YAML file and dotted overrides, each layer winning over the previous."""
-    import yaml
-
-    values: dict[str, Any] = dict(base or {})
-    if path is not None:
-        path = Path(path)
-        if not path.exists():
-            raise RlftError(f"{path}: config file does not exist")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise RlftError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
-        if not isinstance(loaded, dict):
-            raise RlftError(f"{path}: the config must be a mapping of sections")
-        _build(Config, loaded, str(path))  # validate the file on its own, to blame the right source
-        values = _merge(values, loaded)
-    if overrides:
-        parsed = parse_overrides(overrides)
-        _build(Config, parsed, "command line")
-        values = _merge(values, parsed)
-    config = _build(Config, values, str(path) if path else "config")
-    validate(config)
-    return _set_explicit(config, _dotted(values))
-
-
-def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
-    """A copy of ``config`` with some fields replaced: ``with_overrides(c, run={'steps': 5})``.
-    The replaced fields count as given explicitly, as the ones ``config`` had already."""
-    new = _build(Config, _merge(config.to_dict(), sections), "config")
-    return _set_explicit(new, explicit_keys(config) | _dotted(sections))
-
-
-def with_defaults(config: Config, **sections: dict[str, Any]) -> Config:
-    """Like ``with_overrides``, but the replaced fields stay defaults, not explicit settings
-    (a bundled task's values: applying a task again may still replace them)."""
-    new = _build(Config, _merge(config.to_dict(), sections), "config")
-    return _set_explicit(new, explicit_keys(config))
-
-
-def explicit_keys(config: Config) -> frozenset[str]:
-    """The dotted keys the user gave (``base``, YAML file and overrides of ``load_config``, and
-    ``with_overrides``): a bundled task's defaults fill in only the others, so a setting given
-    equal to the global default (``reward.spec=chrf``) still wins. For a Config built directly,
-    the keys whose value differs from the default."""
-    given = config.__dict__.get("_explicit")
-    if given is not None:
-        return given
-    default = Config()
-    return frozenset(k for k in all_keys() if _get(config, k) != _get(default, k))
-
-
-def _set_explicit(config: Config, keys: frozenset[str]) -> Config:
-    # Not a dataclass field: it is bookkeeping, not a setting (no flag, no docs, not saved).
-    object.__setattr__(config, "_explicit", frozenset(keys))
-    return config
-
-
-def _dotted(nested: dict[str, Any], prefix: str = "") -> frozenset[str]:
-    """``{'data': {'task': 'x'}}`` -> ``{'data.task'}``."""
-    keys: set[str] = set()
-    for key, value in nested.items():
-        keys |= _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"}
-    return frozenset(keys)
-
-
-_CHOICES = {
-    "model.kind": ("auto", "causal", "seq2seq"),
-    "data.overlong": ("truncate", "reject"),
-    "rollout.engine": ("plain",),
-    "reward.cjk": ("auto", "always", "never"),
-    "algo.kl_mode": ("reward", "loss"),
-    "algo.kl_estimator": ("k1", "k2", "k3"),
-    "algo.loss_norm": ("token", "sequence"),
-    "optim.schedule": ("constant", "linear", "cosine"),
-    "frequency.mode": ("sample", "loss"),
-    "run.precision": ("auto", "fp32", "bf16"),
-}
-
-
-def validate(config: Config) -> None:
-    """Range and choice checks that types alone cannot express."""
-    flat = {k: _get(config, k) for k in all_keys()}
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise RlftError(f"config: {key}={flat[key]!r} is not one of {', '.join(choices)}")
-    from rlft.algorithms import ALGORITHMS
-
-    if config.algo.name not in ALGORITHMS:
-        close = difflib.get_close_matches(config.algo.name, list(ALGORITHMS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise RlftError(f"config: algo.name: unknown algorithm '{config.algo.name}' "
-                        f"(known: {', '.join(sorted(ALGORITHMS))}){hint}")
-    for key, meta in _numeric_fields().items():
-        value = flat[key]
-        if value is None or isinstance(value, bool):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RlftError(f"config: {key} must be a finite number, got {value!r}")
-        if "range" in meta and value not in meta["range"]:
-            raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
-    if not [m for m in config.lora.target_modules.split(",") if m.strip()]:
-        raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
-    allowed = {"reward": ("k1",), "loss": ("k2", "k3")}[config.algo.kl_mode]
-    if config.algo.kl_estimator not in allowed:
-        raise RlftError(f"config: algo.kl_estimator={config.algo.kl_estimator!r} does not fit algo.kl_mode="
-                        f"{config.algo.kl_mode!r} (takes {', '.join(allowed)}; k1 in the loss has zero expected gradient)")
-    if config.reward.normalize_components and config.algo.name == "scst":
-        raise RlftError("config: reward.normalize_components does not apply to algo.name=scst (its baseline, the "
-                        "greedy output's reward, is on the raw scale)")
-    if config.reward.normalize_components and config.rollout.group_size * config.rollout.prompts_per_step < 2:
-        raise RlftError("config: reward.normalize_components needs at least 2 samples per step to standardize over "
-                        "(rollout.group_size x rollout.prompts_per_step is 1)")
-    if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
-        raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
-                        "(its baseline compares the samples of one prompt)")
-
-
-def _numeric_fields(cls: type = Config, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> field metadata, for every int or float setting (Optional ones included)."""
-    import typing
-
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        tp = _field_types(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.update(_numeric_fields(tp, f"{prefix}{f.name}."))
-        elif {a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)} & {int, float}:
-            out[f"{prefix}{f.name}"] = f.metadata
-    return out
-
-
-def _get(config: Any, dotted: str) -> Any:
+def get(config: Any, dotted: str) -> Any:
+    """The value of ``dotted`` ('run.steps') in ``config``."""
     for part in dotted.split("."):
         config = getattr(config, part)
     return config
-
-
-def _help(f: dataclasses.Field) -> str:
-    text = f.metadata.get("help", "")
-    return f"{text} Must be {f.metadata['range']}." if "range" in f.metadata else text
-
-
-def help_text(cls: type = Config, prefix: str = "") -> str:
-    """The settings reference shown by ``rlft --help`` and written to docs/config.md."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        tp = _field_types(cls)[f.name]
-        if dataclasses.is_dataclass(tp):
-            lines.append(f"\n[{prefix}{f.name}]")
-            lines.append(help_text(tp, f"{prefix}{f.name}."))
-        else:
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {prefix}{f.name}={default!r}\n      {_help(f)}")
-    return "\n".join(lines)
-
-
-def config_markdown() -> str:
-    """docs/config.md: every setting with its default and documentation (a test keeps it in sync)."""
-    lines = ["# Settings", "", "Generated from `src/rlft/config.py` by `python scripts/gen_config_docs.py`; "
-             "set them in a YAML file (`section:` then `key: value`) or as `section.key=value` on the command line.", ""]
-    for section in dataclasses.fields(Config):
-        cls = _field_types(Config)[section.name]
-        lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {_help(f)} |")
-        lines.append("")
-    return "\n".join(lines)

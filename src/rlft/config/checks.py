@@ -1,0 +1,76 @@
+"""Checks that types alone cannot express: choices, numeric ranges and finiteness, and the
+settings that must fit together."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from typing import Any
+
+from rlft.config.schema import Config, all_keys, field_types, get
+from rlft.errors import RlftError
+
+_CHOICES = {
+    "model.kind": ("auto", "causal", "seq2seq"),
+    "data.overlong": ("truncate", "reject"),
+    "rollout.engine": ("plain",),
+    "reward.cjk": ("auto", "always", "never"),
+    "algo.kl_mode": ("reward", "loss"),
+    "algo.kl_estimator": ("k1", "k2", "k3"),
+    "algo.loss_norm": ("token", "sequence"),
+    "optim.schedule": ("constant", "linear", "cosine"),
+    "frequency.mode": ("sample", "loss"),
+    "run.precision": ("auto", "fp32", "bf16"),
+}
+
+
+def validate(config: Config) -> None:
+    """Range and choice checks that types alone cannot express."""
+    flat = {k: get(config, k) for k in all_keys()}
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise RlftError(f"config: {key}={flat[key]!r} is not one of {', '.join(choices)}")
+    from rlft.algorithms import ALGORITHMS
+
+    if config.algo.name not in ALGORITHMS:
+        close = difflib.get_close_matches(config.algo.name, list(ALGORITHMS), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise RlftError(f"config: algo.name: unknown algorithm '{config.algo.name}' "
+                        f"(known: {', '.join(sorted(ALGORITHMS))}){hint}")
+    for key, meta in numeric_fields().items():
+        value = flat[key]
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RlftError(f"config: {key} must be a finite number, got {value!r}")
+        if "range" in meta and value not in meta["range"]:
+            raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
+    if not [m for m in config.lora.target_modules.split(",") if m.strip()]:
+        raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
+    allowed = {"reward": ("k1",), "loss": ("k2", "k3")}[config.algo.kl_mode]
+    if config.algo.kl_estimator not in allowed:
+        raise RlftError(f"config: algo.kl_estimator={config.algo.kl_estimator!r} does not fit algo.kl_mode="
+                        f"{config.algo.kl_mode!r} (takes {', '.join(allowed)}; k1 in the loss has zero expected gradient)")
+    if config.reward.normalize_components and config.algo.name == "scst":
+        raise RlftError("config: reward.normalize_components does not apply to algo.name=scst (its baseline, the "
+                        "greedy output's reward, is on the raw scale)")
+    if config.reward.normalize_components and config.rollout.group_size * config.rollout.prompts_per_step < 2:
+        raise RlftError("config: reward.normalize_components needs at least 2 samples per step to standardize over "
+                        "(rollout.group_size x rollout.prompts_per_step is 1)")
+    if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
+        raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
+                        "(its baseline compares the samples of one prompt)")
+
+
+def numeric_fields(cls: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> field metadata, for every int or float setting (Optional ones included)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = field_types(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(numeric_fields(tp, f"{prefix}{f.name}."))
+        elif {a for a in (typing.get_args(tp) or (tp,)) if a is not type(None)} & {int, float}:
+            out[f"{prefix}{f.name}"] = f.metadata
+    return out
