@@ -10,13 +10,12 @@ GRPO switching on ratio clipping.
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor
 
-KL_ESTIMATORS = ("k1", "k2", "k3")
-LOSS_KL_ESTIMATORS = ("k2", "k3")  # k1 as a loss term has zero expected gradient (see kl_penalty)
-KL_MODES = ("reward", "loss")
-LOSS_NORMS = ("token", "sequence")
+from rlft.algorithms.registry import KL_MODE_ESTIMATORS, KlEstimator, LossNorm
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -37,7 +36,7 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return total / safe
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") -> Tensor:
+def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KlEstimator = "k1") -> Tensor:
     """Per-token estimate of KL(pi || pi_ref) from tokens sampled from pi.  # (N, T)
 
     With log r = log pi_ref(y) - log pi(y) and y ~ pi (Schulman 2020, "Approximating KL
@@ -64,7 +63,7 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: str = "k1") ->
     if estimator == "k3":
         # expm1 is exact near r = 1, where most tokens sit when the policy is close to pi_ref.
         return torch.expm1(log_r) - log_r
-    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}")
+    raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {', '.join(get_args(KlEstimator))}")
 
 
 def kl_reward(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
@@ -79,7 +78,7 @@ def kl_reward(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor) -> Tensor:
     return masked_sum((logprobs - ref_logprobs).detach(), mask, dim=1)  # (N, T) -> (N,)
 
 
-def aggregate(per_token: Tensor, mask: Tensor, loss_norm: str = "token",
+def aggregate(per_token: Tensor, mask: Tensor, loss_norm: LossNorm = "token",
               normalizer: float | Tensor | None = None) -> Tensor:
     """Reduce an (N, T) per-token loss to a scalar.
 
@@ -98,7 +97,7 @@ def aggregate(per_token: Tensor, mask: Tensor, loss_norm: str = "token",
         total = masked_mean(per_token, mask, dim=1).sum()  # (N,) -> ()
         count = per_token.shape[0] if normalizer is None else normalizer
     else:
-        raise ValueError(f"unknown loss_norm {loss_norm!r}; expected one of {', '.join(LOSS_NORMS)}")
+        raise ValueError(f"unknown loss_norm {loss_norm!r}; expected one of {', '.join(get_args(LossNorm))}")
     count = torch.as_tensor(count, dtype=total.dtype, device=total.device)
     return total / torch.where(count > 0, count, torch.ones_like(count))
 
@@ -111,11 +110,11 @@ def rl_loss(
     *,
     ref_logprobs: Tensor | None = None,
     kl_coef: float = 0.0,
-    kl_estimator: str = "k2",
+    kl_estimator: KlEstimator = "k2",
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     clip_eps: float | None = None,
-    loss_norm: str = "token",
+    loss_norm: LossNorm = "token",
     normalizer: float | Tensor | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -173,9 +172,9 @@ def rl_loss(
     per_token = pg
     stats: dict[str, Tensor] = {}
     if ref_logprobs is not None:
-        if kl_estimator not in LOSS_KL_ESTIMATORS:
+        if kl_estimator not in KL_MODE_ESTIMATORS["loss"]:
             raise ValueError(f"KL estimator {kl_estimator!r} as a loss term has zero expected gradient; "
-                             f"use one of {', '.join(LOSS_KL_ESTIMATORS)} or the reward penalty (kl_reward)")
+                             f"use one of {', '.join(KL_MODE_ESTIMATORS['loss'])} or the reward penalty (kl_reward)")
         kl = kl_penalty(logprobs, ref_logprobs.to(dtype), kl_estimator)  # (N, T)
         per_token = per_token + kl_coef * kl
         stats["kl"] = masked_mean(kl.detach(), mask)

@@ -9,6 +9,7 @@ import math
 import typing
 from typing import Any
 
+from rlft.algorithms import ALGORITHMS, KL_MODE_ESTIMATORS
 from rlft.config.schema import Config, all_keys, field_types, get
 from rlft.errors import RlftError
 
@@ -32,8 +33,6 @@ def validate(config: Config) -> None:
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
             raise RlftError(f"config: {key}={flat[key]!r} is not one of {', '.join(choices)}")
-    from rlft.algorithms import ALGORITHMS
-
     if config.algo.name not in ALGORITHMS:
         close = difflib.get_close_matches(config.algo.name, list(ALGORITHMS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -49,18 +48,19 @@ def validate(config: Config) -> None:
             raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
     if not [m for m in config.lora.target_modules.split(",") if m.strip()]:
         raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
-    allowed = {"reward": ("k1",), "loss": ("k2", "k3")}[config.algo.kl_mode]
+    allowed = KL_MODE_ESTIMATORS[config.algo.kl_mode]
     if config.algo.kl_estimator not in allowed:
         raise RlftError(f"config: algo.kl_estimator={config.algo.kl_estimator!r} does not fit algo.kl_mode="
                         f"{config.algo.kl_mode!r} (takes {', '.join(allowed)}; k1 in the loss has zero expected gradient)")
-    if config.reward.normalize_components and config.algo.name == "scst":
-        raise RlftError("config: reward.normalize_components does not apply to algo.name=scst (its baseline, the "
-                        "greedy output's reward, is on the raw scale)")
+    algo = ALGORITHMS[config.algo.name]  # what it needs, declared in rlft.algorithms.registry
+    if config.reward.normalize_components and algo.needs_greedy:
+        raise RlftError(f"config: reward.normalize_components does not apply to algo.name={algo.name} (its baseline, "
+                        "the greedy output's reward, is on the raw scale)")
     if config.reward.normalize_components and config.rollout.group_size * config.rollout.prompts_per_step < 2:
         raise RlftError("config: reward.normalize_components needs at least 2 samples per step to standardize over "
                         "(rollout.group_size x rollout.prompts_per_step is 1)")
-    if config.algo.name in ("rloo", "grpo") and config.rollout.group_size < 2:
-        raise RlftError(f"config: algo.name={config.algo.name} needs rollout.group_size >= 2 "
+    if config.rollout.group_size < algo.min_group_size:
+        raise RlftError(f"config: algo.name={algo.name} needs rollout.group_size >= {algo.min_group_size} "
                         "(its baseline compares the samples of one prompt)")
 
 

@@ -10,6 +10,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from rlft.algorithms import setting_range
+
 def doc(default: Any, help: str, range: str | None = None) -> Any:  # noqa: A002 - mirrors argparse's word
     """A dataclass field with a default, its documentation and, for a number, its allowed range:
     an interval such as '(0, 1]' or '[1, inf)', checked by ``validate`` and shown in the docs.
@@ -101,9 +103,9 @@ class AlgoConfig:
     kl_mode: str = doc("reward", "Where the KL penalty goes: 'reward' (per-token k1 = log pi - log pi_ref, detached, summed over the completion and subtracted from the reward before the advantages, as in TRL RLOO/OpenRLHF; its gradient is exactly that of KL(pi || pi_ref) over whole sequences) or 'loss' (a per-token term of the loss, see kl_estimator; it only sees each token's KL given its prefix).")
     kl_estimator: str = doc("k1", "Per-token KL estimator. kl_mode 'reward' takes 'k1'. kl_mode 'loss' takes 'k2' ((log pi - log pi_ref)^2 / 2, expected gradient = that of KL(pi || pi_ref)) or 'k3' (GRPO's estimator; as a loss term its expected gradient is that of the reverse KL(pi_ref || pi)). 'k1' in the loss has zero expected gradient and is refused.")
     entropy_coef: float = doc(0.0, "Weight of the entropy bonus.", range="[0, inf)")
-    clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].", range="(0, 1]")
+    clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].", range=setting_range("clip_eps"))
     loss_norm: str = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
-    baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.", range="[0, 1)")
+    baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.", range=setting_range("baseline_momentum"))
     updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).", range="[1, inf)")
     scale_rewards: bool = doc(True, "GRPO: divide group-centred rewards by the group's standard deviation.")
 
