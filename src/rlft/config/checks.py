@@ -10,34 +10,28 @@ import typing
 from typing import Any
 
 from rlft.algorithms import ALGORITHMS, KL_MODE_ESTIMATORS
-from rlft.config.schema import Config, all_keys, field_types, get
+from rlft.config.schema import Config, all_keys, choices, field_types, get
 from rlft.errors import RlftError
 
-_CHOICES = {
-    "model.kind": ("auto", "causal", "seq2seq"),
-    "data.overlong": ("truncate", "reject"),
-    "rollout.engine": ("plain",),
-    "reward.cjk": ("auto", "always", "never"),
-    "algo.kl_mode": ("reward", "loss"),
-    "algo.kl_estimator": ("k1", "k2", "k3"),
-    "algo.loss_norm": ("token", "sequence"),
-    "optim.schedule": ("constant", "linear", "cosine"),
-    "frequency.mode": ("sample", "loss"),
-    "run.precision": ("auto", "fp32", "bf16"),
-}
+
+def check_choice(key: str, value: Any) -> None:
+    """Raise unless ``value`` is one of the choices of the setting ``key`` (any value for a free one).
+    Also for the modules that dispatch on a setting, when they are called without ``validate``."""
+    allowed = choices(key)
+    if allowed and value not in allowed:
+        raise RlftError(f"config: {key}={value!r} is not one of {', '.join(allowed)}")
 
 
 def validate(config: Config) -> None:
     """Range and choice checks that types alone cannot express."""
     flat = {k: get(config, k) for k in all_keys()}
-    for key, choices in _CHOICES.items():
-        if flat[key] not in choices:
-            raise RlftError(f"config: {key}={flat[key]!r} is not one of {', '.join(choices)}")
     if config.algo.name not in ALGORITHMS:
         close = difflib.get_close_matches(config.algo.name, list(ALGORITHMS), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise RlftError(f"config: algo.name: unknown algorithm '{config.algo.name}' "
                         f"(known: {', '.join(sorted(ALGORITHMS))}){hint}")
+    for key, value in flat.items():
+        check_choice(key, value)
     for key, meta in numeric_fields().items():
         value = flat[key]
         if value is None or isinstance(value, bool):

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlft.config.schema import Config, field_types
+from rlft.config.schema import Config, field_choices, field_types
 
 
-def _help(f: dataclasses.Field) -> str:
+def _help(cls: type, f: dataclasses.Field) -> str:
     text = f.metadata.get("help", "")
-    return f"{text} Must be {f.metadata['range']}." if "range" in f.metadata else text
+    if "range" in f.metadata:
+        text += f" Must be {f.metadata['range']}."
+    allowed = field_choices(cls, f.name)
+    return f"{text} Must be one of {', '.join(allowed)}." if allowed else text
 
 
 def help_text(cls: type = Config, prefix: str = "") -> str:
@@ -22,7 +25,7 @@ def help_text(cls: type = Config, prefix: str = "") -> str:
             lines.append(help_text(tp, f"{prefix}{f.name}."))
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"  {prefix}{f.name}={default!r}\n      {_help(f)}")
+            lines.append(f"  {prefix}{f.name}={default!r}\n      {_help(cls, f)}")
     return "\n".join(lines)
 
 
@@ -35,6 +38,6 @@ def config_markdown() -> str:
         lines += [f"## `{section.name}`", "", "| key | default | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {_help(f)} |")
+            lines.append(f"| `{section.name}.{f.name}` | `{default!r}` | {_help(cls, f)} |")
         lines.append("")
     return "\n".join(lines)

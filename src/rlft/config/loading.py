@@ -27,6 +27,8 @@ def _unknown_key(key: str, source: str) -> RlftError:
 
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is typing.Literal:  # a choice setting reads as text; validate checks it is one of the choices
+        tp = str
     if origin is typing.Union:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):

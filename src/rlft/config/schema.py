@@ -1,6 +1,7 @@
 """The settings: frozen dataclasses, one per concern, each field with its default, its
-documentation and, for a number, its allowed range (``doc``); and the introspection the loader,
-the checks and the docs share (``all_keys``, ``field_types``, ``get``)."""
+documentation and, for a number, its allowed range (``doc``); a setting with a fixed set of
+values is typed by a Literal; and the introspection the loader, the checks and the docs share
+(``all_keys``, ``field_types``, ``get``, ``choices``)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,34 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from collections.abc import Mapping
+from typing import Any, Literal, Optional
 
-from rlft.algorithms import setting_range
+from rlft.algorithms import ALGORITHMS, KlEstimator, KlMode, LossNorm, setting_range
 
-def doc(default: Any, help: str, range: str | None = None) -> Any:  # noqa: A002 - mirrors argparse's word
+# The choice settings, each declared once here (the algorithms' in rlft.algorithms.registry):
+# validation, `rlft --help`, the docs and the modules that dispatch on them read these (``choices``).
+ModelKind = Literal["auto", "causal", "seq2seq"]
+Overlong = Literal["truncate", "reject"]
+Engine = Literal["plain"]                    # rlft.rollout.ENGINES maps each to its sampler
+CjkMode = Literal["auto", "always", "never"]
+FrequencyMode = Literal["sample", "loss"]
+Schedule = Literal["constant", "linear", "cosine"]
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+def doc(default: Any, help: str, range: str | None = None,  # noqa: A002 - mirrors argparse's word
+        choices: Mapping[str, Any] | None = None) -> Any:
     """A dataclass field with a default, its documentation and, for a number, its allowed range:
     an interval such as '(0, 1]' or '[1, inf)', checked by ``validate`` and shown in the docs.
-    Every float must also be finite (NaN and inf are refused), range or not."""
-    metadata = {"help": help} if range is None else {"help": help, "range": _interval(range)}
+    Every float must also be finite (NaN and inf are refused), range or not. ``choices``: a
+    registry whose keys are the allowed values, read when checked (so an entry a user adds
+    counts); a fixed set of values is a Literal type instead."""
+    metadata: dict[str, Any] = {"help": help}
+    if range is not None:
+        metadata["range"] = _interval(range)
+    if choices is not None:
+        metadata["choices"] = choices
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -49,7 +69,7 @@ def _interval(text: str) -> Interval:
 class ModelConfig:
     name_or_path: str = doc("rlft-base", "The policy: a Hugging Face hub name, a local directory, a .gguf file, a model rlft obtains offline (see `rlft models`, e.g. 'smollm2-135m') or 'rlft-base' (the bundled model).")
     gguf_file: Optional[str] = doc(None, "A .gguf file inside the directory `name_or_path` (or give the .gguf path as `name_or_path`); its weights are dequantized to float.")
-    kind: str = doc("auto", "Architecture family: 'auto' (from the config), 'causal' (decoder-only) or 'seq2seq' (encoder-decoder).")
+    kind: ModelKind = doc("auto", "Architecture family: 'auto' (from the config), 'causal' (decoder-only) or 'seq2seq' (encoder-decoder).")
     trust_remote_code: bool = doc(False, "Allow custom modelling code shipped with the checkpoint. Off unless you trust the source.")
     revision: Optional[str] = doc(None, "Hub revision (branch, tag or commit) to load.")
     tokenizer: Optional[str] = doc(None, "Tokenizer name or path when it differs from the model's.")
@@ -73,13 +93,13 @@ class DataConfig:
     instruction: str = doc("{prompt}", "With template 'chat': the user turn, a format string with {prompt} and other columns of the row, e.g. 'Translate to French. Reply with the translation only.\\n\\n{prompt}'. A bundled task sets its own.")
     system_prompt: str = doc("", "With template 'chat': the system turn (plain text); empty: rlft sends none (a chat template may still write its own default one, as SmolLM2's does).")
     max_prompt_tokens: int = doc(256, "Longest prompt in tokens; longer prompts are handled by `overlong`.", range="[1, inf)")
-    overlong: str = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
+    overlong: Overlong = doc("truncate", "What to do with a prompt over `max_prompt_tokens`: 'truncate' (keep its end, with a warning) or 'reject'.")
     max_examples: Optional[int] = doc(None, "Use at most this many training prompts (first N after splitting). Empty: all.", range="[1, inf)")
 
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    engine: str = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders).")
+    engine: Engine = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders).")
     prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.", range="[1, inf)")
     group_size: int = doc(4, "G: completions sampled per prompt.", range="[1, inf)")
     max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.", range="[1, inf)")
@@ -91,20 +111,20 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class RewardConfig:
     spec: str = doc("chrf", "Reward: a registered name ('chrf', 'bleu', 'rouge_l', ...), `module:function`, or a weighted sum such as '0.8*chrf + 0.2*length_penalty'.")
-    cjk: str = doc("auto", "Tokenize Chinese/Japanese by character for ROUGE/BLEU: 'auto' (detect), 'always', 'never'.")
+    cjk: CjkMode = doc("auto", "Tokenize Chinese/Japanese by character for ROUGE/BLEU: 'auto' (detect), 'always', 'never'.")
     target_length_ratio: float = doc(1.0, "length_penalty: preferred completion length as a multiple of the reference length.", range="(0, inf)")
     normalize_components: bool = doc(False, "Training only: standardize each term of a weighted-sum reward within its group of G samples ((c - mean) / (std + 1e-4), unbiased std, a constant term gives 0; over the batch when G = 1) before the weighted sum, as in GDPO, so a term of large spread cannot drown one of small spread. Logged 'reward' and evaluation stay on the raw scale. Not with algo.name=scst (its greedy baseline is scored raw).")
 
 
 @dataclass(frozen=True)
 class AlgoConfig:
-    name: str = doc("rloo", "Policy-gradient estimator: 'reinforce', 'scst', 'rloo' or 'grpo'.")
+    name: str = doc("rloo", "Policy-gradient estimator: a key of rlft.algorithms.ALGORITHMS (one a user adds there too).", choices=ALGORITHMS)
     kl_coef: float = doc(0.0, "Weight of the KL penalty to the frozen reference model; 0 keeps no reference copy in memory.", range="[0, inf)")
-    kl_mode: str = doc("reward", "Where the KL penalty goes: 'reward' (per-token k1 = log pi - log pi_ref, detached, summed over the completion and subtracted from the reward before the advantages, as in TRL RLOO/OpenRLHF; its gradient is exactly that of KL(pi || pi_ref) over whole sequences) or 'loss' (a per-token term of the loss, see kl_estimator; it only sees each token's KL given its prefix).")
-    kl_estimator: str = doc("k1", "Per-token KL estimator. kl_mode 'reward' takes 'k1'. kl_mode 'loss' takes 'k2' ((log pi - log pi_ref)^2 / 2, expected gradient = that of KL(pi || pi_ref)) or 'k3' (GRPO's estimator; as a loss term its expected gradient is that of the reverse KL(pi_ref || pi)). 'k1' in the loss has zero expected gradient and is refused.")
+    kl_mode: KlMode = doc("reward", "Where the KL penalty goes: 'reward' (per-token k1 = log pi - log pi_ref, detached, summed over the completion and subtracted from the reward before the advantages, as in TRL RLOO/OpenRLHF; its gradient is exactly that of KL(pi || pi_ref) over whole sequences) or 'loss' (a per-token term of the loss, see kl_estimator; it only sees each token's KL given its prefix).")
+    kl_estimator: KlEstimator = doc("k1", "Per-token KL estimator. kl_mode 'reward' takes 'k1'. kl_mode 'loss' takes 'k2' ((log pi - log pi_ref)^2 / 2, expected gradient = that of KL(pi || pi_ref)) or 'k3' (GRPO's estimator; as a loss term its expected gradient is that of the reverse KL(pi_ref || pi)). 'k1' in the loss has zero expected gradient and is refused.")
     entropy_coef: float = doc(0.0, "Weight of the entropy bonus.", range="[0, inf)")
     clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].", range=setting_range("clip_eps"))
-    loss_norm: str = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
+    loss_norm: LossNorm = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
     baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.", range=setting_range("baseline_momentum"))
     updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).", range="[1, inf)")
     scale_rewards: bool = doc(True, "GRPO: divide group-centred rewards by the group's standard deviation.")
@@ -114,7 +134,7 @@ class AlgoConfig:
 class FrequencyConfig:
     alpha: float = doc(1.0, "Traffic weighting: prompt weight proportional to count**alpha (0 = uniform over unique prompts, 1 = proportional to traffic). Default 1 (with floor 0.1): it had the better traffic-weighted validation metric on both tasks of benchmarks/frequency.py. Data without counts is uniform either way.", range="[0, inf)")
     floor: float = doc(0.1, "Minimum share of sampling probability per unique prompt, as a fraction of the uniform share 1/U (0 = no floor, 1 = uniform).", range="[0, 1]")
-    mode: str = doc("sample", "How the weights act: 'sample' (prompt sampling probability) or 'loss' (loss weight under uniform sampling).")
+    mode: FrequencyMode = doc("sample", "How the weights act: 'sample' (prompt sampling probability) or 'loss' (loss weight under uniform sampling).")
     normalize: bool = doc(False, "Count repeats after normalizing whitespace, case and digits, not only exact repeats.")
     head_share: float = doc(0.5, "Head bucket: the most frequent TRAINING prompts, about this share of training traffic. Buckets are ranges of training count: the cut falls between two counts (where the share is nearest), never inside a group of equal counts.", range="[0, 1]")
     torso_share: float = doc(0.3, "Torso bucket: the next training prompts, about this share of training traffic more (cut between counts, nearest); the rest is the tail. Evaluated prompts absent from training are 'unseen'.", range="[0, 1]")
@@ -129,7 +149,7 @@ class OptimConfig:
     beta1: float = doc(0.9, "AdamW beta1.", range="[0, 1)")
     beta2: float = doc(0.999, "AdamW beta2.", range="[0, 1)")
     warmup_steps: int = doc(0, "Linear warm-up steps.", range="[0, inf)")
-    schedule: str = doc("constant", "Learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' (decay to 0 at the last step).")
+    schedule: Schedule = doc("constant", "Learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' (decay to 0 at the last step).")
     max_grad_norm: float = doc(1.0, "Clip the gradient norm to this value (0 = off).", range="[0, inf)")
     grad_accum: int = doc(1, "Micro-batches per optimizer step: the batch is split into this many parts (same gradient, less memory).", range="[1, inf)")
 
@@ -148,7 +168,7 @@ class RunConfig:
     steps: int = doc(100, "Optimizer steps to train.", range="[1, inf)")
     seed: int = doc(0, "Random seed (model init noise, sampling, data order).", range="[0, inf)")
     device: str = doc("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
-    precision: str = doc("auto", "'auto' (CUDA: bf16 autocast where the GPU has bf16, else fp32; CPU: a small matmul is timed in both once per machine, cached, and bf16 taken only where it is over 1.2x faster, i.e. with AVX512-BF16/AMX; the choice is printed and written to the run's config.yaml), 'fp32' or 'bf16' (autocast, fp32 master weights).")
+    precision: Precision = doc("auto", "'auto' (CUDA: bf16 autocast where the GPU has bf16, else fp32; CPU: a small matmul is timed in both once per machine, cached, and bf16 taken only where it is over 1.2x faster, i.e. with AVX512-BF16/AMX; the choice is printed and written to the run's config.yaml), 'fp32' or 'bf16' (autocast, fp32 master weights).")
     threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.", range="[1, inf)")
     eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).", range="[0, inf)")
     save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).", range="[0, inf)")
@@ -211,6 +231,23 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
         else:
             keys.append(f"{prefix}{name}")
     return keys
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The allowed values of the setting ``key`` ('algo.kl_mode' -> ('reward', 'loss')); () for a
+    setting of free value."""
+    section, name = key.split(".")
+    return field_choices(field_types(Config)[section], name)
+
+
+def field_choices(cls: type, name: str) -> tuple[str, ...]:
+    """The allowed values of field ``name`` of the dataclass ``cls``: its Literal type's, or the keys
+    of its ``doc(choices=)`` registry; () for a field of free value."""
+    tp = field_types(cls)[name]
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    registry = next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("choices")
+    return tuple(registry) if registry is not None else ()
 
 
 def get(config: Any, dotted: str) -> Any:

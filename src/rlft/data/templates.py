@@ -7,6 +7,7 @@ import string
 import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
+from rlft.config import check_choice
 from rlft.errors import RlftError
 
 if TYPE_CHECKING:
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
     from rlft.data.example import Example
 
 CHAT = "chat"
-OVERLONG_CHOICES = ("truncate", "reject")
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,8 +166,7 @@ def fit_prompt(text: str, tokenizer: Any, max_tokens: int, overlong: str, where:
     the assistant header) last and the model must still see it; special tokens the tokenizer
     adds at either end (BOS, T5's EOS) are kept. 'reject' raises.
     """
-    if overlong not in OVERLONG_CHOICES:
-        raise RlftError(f"data.overlong must be one of {', '.join(OVERLONG_CHOICES)}, got '{overlong}'")
+    check_choice("data.overlong", overlong)
     if max_tokens < 1:
         raise RlftError(f"data.max_prompt_tokens must be at least 1, got {max_tokens}")
     add_special = _adds_special(text, tokenizer)

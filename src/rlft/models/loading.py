@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlft.config import ModelConfig
+from rlft.config import ModelConfig, check_choice
 from rlft.errors import RlftError
 from rlft.models import registry
 from rlft.models.gguf import gguf_source, load_gguf
@@ -92,10 +92,9 @@ def _load_model(cfg: ModelConfig, path: str, dtype: torch.dtype) -> tuple[Any, b
 
     common = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     config = _load("model.name_or_path", cfg.name_or_path, AutoConfig.from_pretrained, path, **common)
+    check_choice("model.kind", cfg.kind)
     is_seq2seq = {"auto": bool(getattr(config, "is_encoder_decoder", False)),
-                  "causal": False, "seq2seq": True}.get(cfg.kind)
-    if is_seq2seq is None:
-        raise RlftError(f"model.kind: '{cfg.kind}' is not one of auto, causal, seq2seq")
+                  "causal": False, "seq2seq": True}[cfg.kind]
     auto = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
     model = _load("model.name_or_path", cfg.name_or_path, auto.from_pretrained, path,
                   config=config, dtype=dtype, **common)

@@ -14,9 +14,8 @@ import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
+from rlft.config import choices
 from rlft.errors import RlftError
-
-CJK_MODES = ("auto", "always", "never")
 
 # Scripts written without spaces between words, scored one character per token.
 _CJK_RANGES = (
@@ -61,8 +60,8 @@ def has_cjk(text: str) -> bool:
 
 
 def check_cjk_mode(cjk: str, field: str = "reward.cjk") -> str:
-    if cjk not in CJK_MODES:
-        raise RlftError(f"{field}: must be one of {', '.join(CJK_MODES)}, got {cjk!r}")
+    if cjk not in choices("reward.cjk"):
+        raise RlftError(f"{field}: must be one of {', '.join(choices('reward.cjk'))}, got {cjk!r}")
     return cjk
 
 

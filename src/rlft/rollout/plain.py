@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import torch
 
+from rlft.config import check_choice
 from rlft.data.templates import end_of_turn_id, fit_prompt
 from rlft.errors import RlftError
 from rlft.models.loading import Policy, autocast
@@ -34,8 +35,7 @@ class PlainSampler:
 
     def __init__(self, policy: Policy, *, max_prompt_tokens: int = 256, overlong: str = "truncate",
                  device: str | torch.device | None = None, autocast: torch.dtype | None = None):
-        if overlong not in ("truncate", "reject"):
-            raise RlftError(f"data.overlong: '{overlong}' is not one of truncate, reject")
+        check_choice("data.overlong", overlong)
         self.policy = policy
         self.max_prompt_tokens = max_prompt_tokens
         self.overlong = overlong

@@ -12,11 +12,8 @@ import math
 
 import torch
 
-from rlft.config import OptimConfig
+from rlft.config import OptimConfig, check_choice
 from rlft.errors import RlftError
-
-SCHEDULES = ("constant", "linear", "cosine")
-
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: matrices (embeddings, linear weights) decay; biases and norm gains do not.
@@ -83,8 +80,7 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """LambdaLR following :func:`lr_factor`; call ``scheduler.step()`` after each ``optimizer.step()``."""
-    if cfg.schedule not in SCHEDULES:
-        raise RlftError(f"config: optim.schedule={cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    check_choice("optim.schedule", cfg.schedule)
     if cfg.warmup_steps < 0:
         raise RlftError(f"config: optim.warmup_steps must be >= 0, got {cfg.warmup_steps}")
     if total_steps < 1:

@@ -15,9 +15,8 @@ import torch
 
 # Durable writes live in rlft.atomic (models/ needs them and must not import training/); re-exported here.
 from rlft.atomic import atomic_write_text, fsync_path, fsync_tree  # noqa: F401
+from rlft.config import check_choice
 from rlft.errors import RlftError
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -61,8 +60,7 @@ def _native_bf16(device: torch.device) -> bool:
 
 def resolved_precision(device: torch.device, precision: str) -> str:
     """``'bf16'`` or ``'fp32'``: what ``precision`` (``auto``/``fp32``/``bf16``) means on ``device``."""
-    if precision not in PRECISIONS:
-        raise RlftError(f"config: run.precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_choice("run.precision", precision)
     if precision == "auto":
         if device.type == "cpu":
             return _auto_cpu_precision(torch.get_num_threads())
