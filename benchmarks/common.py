@@ -1,7 +1,7 @@
 """Shared helpers of the learning and frequency benchmarks: configs, SFT with patience, RL runs,
 cached evaluations, paired comparisons and incremental result files.
 
-Only rlft's public API is used: ``rlft.config.load_config`` with dotted overrides,
+Only rlft's public API is used: ``rlft.config.load_config`` with dotted settings as its base,
 ``rlft.training.sft.sft``, ``rlft.training.loop.train``, ``rlft.training.setup.build_parts``,
 ``rlft.eval.evaluate.evaluate`` and ``rlft.eval.bootstrap.paired_bootstrap``.
 The benchmarks are scripts, not tests: they take minutes per task on a CPU.
@@ -35,22 +35,14 @@ def log(msg: str) -> None:
 
 def make_config(task: str, model: str, out_dir: str | Path, settings: dict[str, Any], *, threads: int,
                 precision: str, seed: int) -> Any:
-    """A Config for one run of a bundled task: the task's defaults, then ``settings`` (dotted keys)."""
+    """A Config for one run of a bundled task: the benchmark's settings (``settings``, dotted keys,
+    over the common ones below); the task's defaults fill in the rest when the run is built."""
     from rlft.config import load_config
 
-    base = {"data.task": task, "model.name_or_path": model, "run.output_dir": str(out_dir),
-            "run.threads": threads, "run.precision": precision, "run.seed": seed, "run.progress": False,
-            "run.tensorboard": False, "eval.show_samples": 0, "eval.batch_size": 32}
-    merged = {**base, **settings}
-    return load_config(None, [f"{k}={_yaml(v)}" for k, v in merged.items()])
-
-
-def _yaml(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+    common = {"data.task": task, "model.name_or_path": model, "run.output_dir": str(out_dir),
+              "run.threads": threads, "run.precision": precision, "run.seed": seed, "run.progress": False,
+              "run.tensorboard": False, "eval.show_samples": 0, "eval.batch_size": 32}
+    return load_config(None, base={**common, **settings})
 
 
 def build(config: Any) -> Any:

@@ -218,11 +218,7 @@ def worker_rlft(spec: dict) -> dict:
         "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
         "run.device": "cpu", "run.precision": spec["precision"], "run.threads": spec["threads"],
         "run.seed": 0, "eval.max_examples": 0}
-    nested: dict = {}
-    for key, value in flat.items():
-        section, name = key.split(".")
-        nested.setdefault(section, {})[name] = value
-    config = load_config(None, None, base=nested)
+    config = load_config(None, base=flat)
     # CPU seconds per step, read when the loop logs each step (the loop itself is untouched): on a
     # shared machine they do not count the time other processes hold the core.
     from rlft.training.metrics import MetricsLogger

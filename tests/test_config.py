@@ -141,3 +141,14 @@ def test_normalize_components_needs_two_samples_per_step():
     with pytest.raises(RlftError, match="normalize_components needs at least 2 samples"):
         load_config(None, ["reward.normalize_components=true", "algo.name=reinforce", "rollout.group_size=1",
                            "rollout.prompts_per_step=1"])
+
+
+def test_base_takes_dotted_or_nested_settings_under_the_file_and_overrides(tmp_path):
+    from rlft.config import explicit_keys, load_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  seed: 7\n")
+    cfg = load_args([str(path), "run.steps=3"], base={"run.steps": 5, "run.seed": 2, "data": {"task": "translation"},
+                                                      "rollout.group_size": 6})
+    assert (cfg.run.steps, cfg.run.seed, cfg.data.task, cfg.rollout.group_size) == (3, 7, "translation", 6)
+    assert {"data.task", "rollout.group_size"} <= explicit_keys(cfg)  # a base is given, not a task default

@@ -51,3 +51,21 @@ def test_demo_default_profile_is_a_chat_model_with_lora(tmp_path, capsys):
     assert figures["test_rows"] == 8 and figures["metric_name"] == "rouge_l"
     assert figures["ci"][0] <= figures["delta"] <= figures["ci"][1]
     assert "avx512_bf16" in figures["machine"] and figures["seconds"] > 0
+
+
+def test_demo_profile_sits_under_the_users_file_and_overrides(tmp_path):
+    # The profile is a base: the user's YAML file wins over it (it lost before: the profile came in as
+    # overrides), the overrides win over both, and the task's defaults fill in only what none gives.
+    from rlft.config import explicit_keys
+    from rlft.demo import QUICK, demo_config
+    from rlft.training.setup import apply_task_defaults
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("rollout:\n  group_size: 6\nrun:\n  steps: 9\n")
+    config = demo_config([str(path), "run.steps=3"], quick=True)
+    assert config.rollout.group_size == 6 != QUICK["rollout.group_size"]   # the file over --quick's profile
+    assert config.run.steps == 3                                            # the command line over the file
+    assert config.model.name_or_path == "smollm2-135m" and config.lora.r == 16  # the profile where no one else
+    assert {"lora.r", "data.template", "rollout.group_size"} <= explicit_keys(config)
+    filled = apply_task_defaults(config)
+    assert filled.data.template == "chat" and filled.eval.metric == "rouge_l"  # the profile's, then the task's

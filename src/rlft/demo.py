@@ -36,8 +36,15 @@ QUICK = {"run.steps": 2, "eval.max_examples": 4, "rollout.prompts_per_step": 2, 
 QUICK_TEST_ROWS = 8
 
 
+def demo_config(args: list[str], *, quick: bool = False, base: bool = False) -> Any:
+    """The demo's Config: the profile's settings (and --quick's) under the user's YAML file and
+    overrides ``args``; the task's defaults then fill in what none of them gives (build_parts)."""
+    from rlft.config import load_args
+
+    return load_args(args, base={**profile_settings(base), **(QUICK if quick else {})})
+
+
 def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int:
-    from rlft.config import load_config
     from rlft.eval.bootstrap import paired_bootstrap
     from rlft.eval.evaluate import evaluate, write_eval
     from rlft.models.loading import load_reference
@@ -47,11 +54,7 @@ def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int
     from rlft.training.setup import build_parts
 
     t0 = time.perf_counter()
-    settings = {**profile_settings(base), **(QUICK if quick else {})}
-    path = args[0] if args and "=" not in args[0] else None
-    user = args[1:] if path else args
-    config = load_config(path, [f"{k}={v}" for k, v in settings.items()] + list(user))
-    parts = build_parts(config)
+    parts = build_parts(demo_config(args, quick=quick, base=base))
     config = parts.config
     run_dir = Path(config.run.output_dir)
     test = parts.splits["test"][: QUICK_TEST_ROWS if quick else TEST_ROWS]

@@ -185,16 +185,18 @@ class TextGenEnv(gymnasium.Env):
 
 
 def _task_examples(name: str, split: str) -> tuple[list[Example], dict[str, Any]]:
-    """A bundled task's prompts of ``split`` and its template, reward and max_new_tokens."""
+    """A bundled task's prompts of ``split`` and its template, reward and max_new_tokens: the
+    settings the task gives a run (``task_config``), so the environment and ``rlft train`` agree."""
     from rlft.config import DataConfig
     from rlft.data.loading import load_examples
-    from rlft.tasks import get_task, task_config
+    from rlft.tasks import task_config
 
-    task, paths = get_task(name), task_config(name)["data"]
+    settings = task_config(name)
     if split not in ("train", "validation", "test"):
         raise RlftError(f"TextGenEnv: split must be train, validation or test, got {split!r}")
-    examples = load_examples(paths[split], DataConfig())
-    return examples, {"template": task.template, "reward": task.reward, "max_new_tokens": task.max_new_tokens}
+    examples = load_examples(settings["data"][split], DataConfig())
+    return examples, {"template": settings["data"]["template"], "reward": settings["reward"]["spec"],
+                      "max_new_tokens": settings["rollout"]["max_new_tokens"]}
 
 
 def make_vec(num_envs: int, **kwargs: Any) -> gymnasium.vector.VectorEnv:

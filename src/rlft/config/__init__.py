@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from rlft.config.checks import check_choice, numeric_fields, validate
 from rlft.config.docs import config_markdown, help_text
-from rlft.config.loading import (_coerce, explicit_keys, load_config, parse_overrides, with_defaults,
+from rlft.config.loading import (_coerce, explicit_keys, load_args, load_config, parse_overrides, with_defaults,
                                  with_overrides)
 from rlft.config.schema import (AlgoConfig, Config, DataConfig, EvalConfig, FrequencyConfig, Interval, LoraConfig,
                                 ModelConfig, OptimConfig, RewardConfig, RolloutConfig, RunConfig, SFTConfig, all_keys,
@@ -22,6 +22,6 @@ from rlft.config.schema import (AlgoConfig, Config, DataConfig, EvalConfig, Freq
 
 __all__ = ["AlgoConfig", "Config", "DataConfig", "EvalConfig", "FrequencyConfig", "Interval", "LoraConfig",
            "ModelConfig", "OptimConfig", "RewardConfig", "RolloutConfig", "RunConfig", "SFTConfig", "all_keys",
-           "check_choice", "choices", "config_markdown", "doc", "explicit_keys", "help_text", "load_config",
+           "check_choice", "choices", "config_markdown", "doc", "explicit_keys", "help_text", "load_args", "load_config",
            "numeric_fields", "parse_overrides", "validate", "with_defaults", "with_overrides",
            "_coerce"]  # rlft.pretrain's own settings coerce their values with it

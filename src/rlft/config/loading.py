@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,17 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> Config:
-    """Build a Config from defaults, an optional ``base`` mapping (e.g. a task's defaults),
-    an optional YAML file and dotted overrides, each layer winning over the previous."""
+                base: Mapping[str, Any] | None = None) -> Config:
+    """Build a Config from defaults, an optional ``base`` mapping, an optional YAML file and
+    dotted overrides, each layer winning over the previous.
+
+    ``base`` holds a caller's own settings, nested (``{'run': {'steps': 5}}``) or dotted
+    (``{'run.steps': 5}``): a demo profile, a benchmark's. Like the file and the overrides they
+    count as given (``explicit_keys``). A bundled task's defaults are not a base: they fill in
+    only what no layer gave, after loading (``rlft.training.setup.apply_task_defaults``)."""
     import yaml
 
-    values: dict[str, Any] = dict(base or {})
+    values = _nest(base or {})
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -146,6 +152,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = _build(Config, values, str(path) if path else "config")
     validate(config)
     return _set_explicit(config, _dotted(values))
+
+
+def load_args(args: list[str], base: Mapping[str, Any] | None = None) -> Config:
+    """The command-line form ``[CONFIG.yaml] [section.key=value ...]``: ``load_config`` of the file
+    (when the first word is not a setting) and the overrides, over ``base``."""
+    path = args[0] if args and "=" not in args[0] else None
+    return load_config(path, list(args[1:] if path else args), base=base)
+
+
+def _nest(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'run.steps': 5, 'data': {'task': 'x'}}`` -> ``{'run': {'steps': 5}, 'data': {'task': 'x'}}``."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        head, _, rest = key.partition(".")
+        out = _merge(out, {head: _nest({rest: value}) if rest else value})
+    return out
 
 
 def with_overrides(config: Config, **sections: dict[str, Any]) -> Config:
