@@ -17,7 +17,7 @@ The layers, lowest first (a module may import its own layer and the layers below
     eval        eval/*
     training    training/*
     report      report/*                          reads run outputs only
-    interfaces  rlft (the package), api, env, pretrain
+    interfaces  rlft (the package), api, env
     apps        demo, cli, __main__               the commands; the only importers of report/cli
 
 This is the pipeline data -> rollout -> rewards -> algorithms -> training -> eval -> report with one
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # (layer, top-level names under rlft/), 
     ("eval", {"eval"}),
     ("training", {"training"}),
     ("report", {"report"}),
-    ("interfaces", {"", "api", "env", "pretrain"}),
+    ("interfaces", {"", "api", "env"}),
     ("apps", {"demo", "cli", "__main__"}),
 ]
 # The one import against the layers, with why it is safe: config checks algo.name against the

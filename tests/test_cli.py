@@ -25,13 +25,6 @@ def test_help_is_cheap_and_lists_settings():
     assert out[0] == "[]" and out[1] == "True"
 
 
-def test_pretrain_help_lists_the_pretrain_settings_not_the_rl_ones(capsys):
-    with pytest.raises(SystemExit):
-        main(["pretrain", "--help"])
-    out = capsys.readouterr().out
-    assert "pretrain_minutes=" in out and "vocab_size=" in out and "algo.kl_coef" not in out
-
-
 def test_train_eval_generate_from_the_command_line(tmp_path, tiny_causal_dir, tiny_dataset, capsys):
     over = tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{"run.steps": 2})
     assert main(["train", *over]) == 0

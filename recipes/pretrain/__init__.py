@@ -1,4 +1,8 @@
-"""`rlft pretrain`: build the bundled base model (``rlft-base``) from local text, on a CPU.
+"""Build the bundled base model (``rlft-base``) from local text, on a CPU.
+
+    python -m recipes.pretrain [key=value ...]     # from the repository root
+    python -m recipes.pretrain --help              # the settings
+    scripts/pretrain.sh [key=value ...]            # the same in the background, as the bundled model was built
 
 The recipe, in order (``main`` runs the steps; each is one function of the module named):
 
@@ -12,7 +16,8 @@ The recipe, in order (``main`` runs the steps; each is one function of the modul
 5. Multi-task SFT (``train``): a micro-batch of every task each step, loss on references only.
 6. Save (``card``): bf16 safetensors + tokenizer + loss curves + model card, atomically.
 
-Settings are ``PretrainConfig`` (``config``).
+Settings are ``PretrainConfig`` (``config``). The model is written where ``rlft`` looks up
+``rlft-base`` (``rlft.models.loading.BUNDLED_DIR``) unless ``output_dir`` says otherwise.
 """
 
 from __future__ import annotations
@@ -24,18 +29,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rlft.pretrain.card import save_model
-from rlft.pretrain.config import PretrainConfig, parse_config
-from rlft.pretrain.corpus import (LeakFilter, build_corpus, capped_chunks, chunks, corpus_stats, snapshot_hashes,
-                                  split_heldout, task_names, task_rows)
-from rlft.pretrain.tokenizer import cjk_coverage, encode_documents, pack, tokenizer_sample, train_tokenizer
-from rlft.pretrain.train import build_model, greedy_samples, multitask_sft, pretrain, reference_loss, sft_examples
+from recipes.pretrain.card import save_model
+from recipes.pretrain.config import PretrainConfig, parse_config
+from recipes.pretrain.corpus import (LeakFilter, build_corpus, capped_chunks, chunks, corpus_stats, snapshot_hashes,
+                                     split_heldout, task_names, task_rows)
+from recipes.pretrain.tokenizer import cjk_coverage, encode_documents, pack, tokenizer_sample, train_tokenizer
+from recipes.pretrain.train import build_model, greedy_samples, multitask_sft, pretrain, reference_loss, sft_examples
+
+COMMAND = "recipes.pretrain"
 
 __all__ = ["LeakFilter", "PretrainConfig", "capped_chunks", "chunks", "main", "parse_config"]
 
 
 def main(args: list[str]) -> int:
-    """``rlft pretrain [key=value ...]``: build the base model as PretrainConfig describes."""
+    """``python -m recipes.pretrain [key=value ...]``: build the base model as PretrainConfig describes."""
+    if {"-h", "--help"} & set(args):
+        from rlft.config import help_text
+
+        print(f"usage: python -m {COMMAND} [key=value ...]\n\n{__doc__.splitlines()[0]}\n\n"
+              f"settings (key=value):\n{help_text(PretrainConfig)}")
+        return 0
     import torch
     import transformers
 
@@ -51,7 +64,7 @@ def main(args: list[str]) -> int:
 
     t0 = time.time()
     env = " ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY",) if k in os.environ)
-    stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "command": " ".join([env, "rlft pretrain", *args]).strip(),
+    stats: dict[str, Any] = {"config": dataclasses.asdict(cfg), "command": " ".join([env, "python -m", COMMAND, *args]).strip(),
                              "started": time.strftime("%Y-%m-%d %H:%M"), "torch": torch.__version__,
                              "transformers": transformers.__version__}
     docs, stats["corpus"] = build_corpus(cfg)

@@ -1,7 +1,7 @@
-"""``python -m rlft.pretrain [key=value ...]``, the same as ``rlft pretrain``."""
+"""``python -m recipes.pretrain [key=value ...]`` (from the repository root): build ``rlft-base``."""
 
 import sys
 
-from rlft.pretrain import main
+from recipes.pretrain import main
 
 sys.exit(main(sys.argv[1:]))

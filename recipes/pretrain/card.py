@@ -1,5 +1,5 @@
-"""Step 6 of `rlft pretrain`: save bf16 safetensors + tokenizer + loss curves + model card,
-atomically."""
+"""Step 6 of the pretraining recipe (``python -m recipes.pretrain``): save bf16 safetensors +
+tokenizer + loss curves + model card, atomically."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlft.pretrain.corpus import ANCHOR, CHUNK_CHARS, squash
+from recipes.pretrain.corpus import ANCHOR, CHUNK_CHARS, squash
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
@@ -73,17 +73,10 @@ def model_card(s: dict[str, Any]) -> str:
     comp = _table(["source", "documents", "characters", "UTF-8 MB", "tokens", "chars/token", "dropped (leak)"],
                   [[k, v["docs"], v["chars"], f"{v['bytes'] / 1e6:.2f}", v["tokens"], f"{v['chars'] / max(1, v['tokens']):.2f}",
                     s["corpus"]["leak_dropped"].get(k, 0)] for k, v in s["corpus"]["sources"].items()])
-    tasks = _table(["task", "val. ref. loss after pretraining", "after SFT", f"greedy {cfg['eval_examples']} val.: metric", "score"],
-                   [[k, f"{s['ref_loss_pretrain'][k]:.3f}", f"{s['ref_loss_sft'][k]:.3f}", v["metric"], f"{v['score']:.1f}"]
-                    for k, v in s["samples"].items()])
-    samples = "\n\n".join(f"**{k}** (template `{json.dumps(v['template'])[1:-1]}`)\n\n" + _table(
-        ["prompt", "greedy output", "reference"], [[_clip(p), _clip(h) or "(empty)", _clip(r)] for p, h, r in v["samples"]])
-        for k, v in s["samples"].items())
-    pre, sft = s["pretrain"], s["sft"]
     return f"""# rlft-base
 
 The small base model bundled with rlft (`model.name_or_path=rlft-base`), built on a CPU by the
-project's own recipe (`src/rlft/pretrain/`) from local text only. It exists so that every bundled
+project's own recipe (`recipes/pretrain/`) from local text only. It exists so that every bundled
 task's RL run starts from a model that already knows the task formats; it is far too small and
 briefly trained to be useful on its own. Everything below was written by the build itself.
 
@@ -128,7 +121,19 @@ token of their own (plus {s['tokenizer']['multi_cjk_tokens']} multi-character Ch
 - Task snapshots read (sha256 prefix; the leak filter holds for exactly these splits, so a rebuilt
   snapshot calls for a rebuilt model): {", ".join(f"`{k}` {v}" for k, v in s['snapshots'].items())}.
 
-## Training
+""" + _training_card(s)
+
+
+def _training_card(s: dict[str, Any]) -> str:
+    """The model card's second half: training phases and settings, per-task scores, greedy samples."""
+    cfg, pre, sft = s["config"], s["pretrain"], s["sft"]
+    tasks = _table(["task", "val. ref. loss after pretraining", "after SFT", f"greedy {cfg['eval_examples']} val.: metric", "score"],
+                   [[k, f"{s['ref_loss_pretrain'][k]:.3f}", f"{s['ref_loss_sft'][k]:.3f}", v["metric"], f"{v['score']:.1f}"]
+                    for k, v in s["samples"].items()])
+    samples = "\n\n".join(f"**{k}** (template `{json.dumps(v['template'])[1:-1]}`)\n\n" + _table(
+        ["prompt", "greedy output", "reference"], [[_clip(p), _clip(h) or "(empty)", _clip(r)] for p, h, r in v["samples"]])
+        for k, v in s["samples"].items())
+    return f"""## Training
 
 | phase | wall seconds | steps | tokens | notes |
 | --- | ---: | ---: | ---: | --- |

@@ -1,21 +1,21 @@
-"""Settings of `rlft pretrain`: one frozen dataclass, parsed from ``key=value`` overrides."""
+"""Settings of the pretraining recipe (``python -m recipes.pretrain [key=value ...]``): one frozen
+dataclass, parsed from ``key=value`` overrides."""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from pathlib import Path
 
 from rlft.config import doc
 from rlft.errors import RlftError
+from rlft.models.loading import BUNDLED_DIR
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TASK_NAMES = "translation,summarization,dialogue,code_summary"
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    output_dir: str = doc(str(ASSETS / "base-model"), "Where the model, tokenizer, curves and card are written (replaced atomically).")
+    output_dir: str = doc(str(BUNDLED_DIR), "Where the model, tokenizer, curves and card are written (replaced atomically).")
     tasks: str = doc(TASK_NAMES, "Comma-separated bundled tasks whose train splits enter the corpus and the SFT phase.")
     tasks_dir: str = doc("", "Directory holding <task>/{train,validation,test}.jsonl.gz; empty: the bundled snapshots.")
     task_mb: float = doc(3.0, "Cap per task on its train split in the pretraining corpus, in MB (all of it in SFT).")

@@ -1,4 +1,4 @@
-"""Step 1 of `rlft pretrain`: the corpus.
+"""Step 1 of the pretraining recipe (``python -m recipes.pretrain``): the corpus.
 
 (a) The *train* splits of the bundled tasks, rendered exactly as RL and SFT feed them:
 ``ids(template.format(prompt)) + ids(reference) + [EOS]`` (prompt and reference are tokenized
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from recipes.pretrain.config import PretrainConfig
 from rlft.errors import RlftError
-from rlft.pretrain.config import ASSETS, PretrainConfig
 
 DOC_ROOT, LICENSE_ROOT = Path("/usr/share/doc"), Path("/usr/share/common-licenses")
 LOCALE_ROOT = Path("/usr/share/locale")
@@ -84,13 +84,19 @@ class LeakFilter:
 
 
 def task_rows(cfg: PretrainConfig, name: str, split: str) -> list[dict[str, Any]]:
-    from rlft.tasks.common import read_snapshot
+    from recipes.tasks.common import read_snapshot
 
-    root = Path(cfg.tasks_dir) / name if cfg.tasks_dir else ASSETS / "tasks" / name
-    path = root / f"{split}.jsonl.gz"
+    path = snapshot_dir(cfg, name) / f"{split}.jsonl.gz"
     if not path.is_file():
-        raise RlftError(f"{path}: task snapshot missing (build it with scripts/build_tasks.py)")
+        raise RlftError(f"{path}: task snapshot missing (build it with `python -m recipes.tasks --task {name}`)")
     return list(read_snapshot(path))
+
+
+def snapshot_dir(cfg: PretrainConfig, name: str) -> Path:
+    """``cfg.tasks_dir/<name>``, or the bundled snapshot the runtime loads (``rlft.tasks.task_dir``)."""
+    from rlft.tasks import task_dir
+
+    return Path(cfg.tasks_dir) / name if cfg.tasks_dir else task_dir(name)
 
 
 def snapshot_hashes(cfg: PretrainConfig) -> dict[str, str]:
@@ -100,7 +106,7 @@ def snapshot_hashes(cfg: PretrainConfig) -> dict[str, str]:
 
     out = {}
     for name in task_names(cfg):
-        root = Path(cfg.tasks_dir) / name if cfg.tasks_dir else ASSETS / "tasks" / name
+        root = snapshot_dir(cfg, name)
         for split in ("train", "validation", "test"):
             out[f"{name}/{split}"] = hashlib.sha256((root / f"{split}.jsonl.gz").read_bytes()).hexdigest()[:16]
     return out
@@ -123,7 +129,7 @@ def task_documents(cfg: PretrainConfig) -> tuple[list[Document], LeakFilter]:
     subset of prompts); and the filter of every validation and test row of the same tasks."""
     from rlft.data.templates import render_prompt
     from rlft.tasks import get_task
-    from rlft.tasks.common import unit_hash
+    from recipes.tasks.common import unit_hash
 
     docs, needles = [], []
     for name in task_names(cfg):
@@ -196,7 +202,7 @@ def doc_files() -> list[Path]:
 
 def code_files() -> list[Path]:
     """Standard-library sources outside the test suites (the code_summary task's skip list)."""
-    from rlft.tasks.code_summary import SKIP_PARTS, stdlib_dir
+    from recipes.tasks.code_summary import SKIP_PARTS, stdlib_dir
 
     root = stdlib_dir()
     return [p for p in root.rglob("*.py")
@@ -207,7 +213,7 @@ def capped_chunks(source: str, paths: list[Path], cap_mb: float, leak: LeakFilte
                   dropped: Counter, boundary: str = r"\n\s*\n") -> list[Document]:
     """Chunks of ``paths`` (in a seeded-hash order, so the cap takes a spread of packages rather
     than the alphabet's start) until ``cap_mb`` of UTF-8; leaking chunks are counted and dropped."""
-    from rlft.tasks.common import sha256_hex
+    from recipes.tasks.common import sha256_hex
 
     docs, size, cap = [], 0, int(cap_mb * 1e6)
     for path in sorted(paths, key=lambda p: sha256_hex(str(p))):
@@ -230,7 +236,7 @@ def chinese_documents(cap_mb: float, leak: LeakFilter, dropped: Counter) -> list
     """The msgstr side of the zh_CN and zh_TW catalogs, one document per catalog (one message a
     line, mnemonics removed). A message is dropped when its English msgid is a validation/test
     translation prompt or its Chinese text leaks, so no held-out pair is seen even in halves."""
-    from rlft.tasks.translation import clean_pair, read_mo
+    from recipes.tasks.translation import clean_pair, read_mo
 
     docs, size, cap = [], 0, int(cap_mb * 1e6)
     paths = sorted((LOCALE_ROOT / "zh_CN" / "LC_MESSAGES").glob("*.mo")) + \
@@ -286,7 +292,7 @@ def corpus_stats(docs: list[Document], token_docs: list[list[int]]) -> dict[str,
 def split_heldout(docs: list[Document], token_docs: list[list[int]], cfg: PretrainConfig) -> tuple[list, list]:
     """Hash split of documents into (train, held-out), each in a seeded order (the corpus lists
     sources one after another, so an unshuffled held-out slice would be one source only)."""
-    from rlft.tasks.common import unit_hash
+    from recipes.tasks.common import unit_hash
 
     train, held = [], []
     for d, ids in zip(docs, token_docs):

@@ -1,4 +1,5 @@
-"""Step 2 of `rlft pretrain`: the tokenizer, and the packed rows pretraining reads.
+"""Step 2 of the pretraining recipe (``python -m recipes.pretrain``): the tokenizer, and the
+packed rows pretraining reads.
 
 Byte-level BPE (``tokenizers``), trained on a sample with a fixed Chinese share so that common CJK
 characters get tokens of their own. ``<|endoftext|>`` is EOS and BOS, and ``<|pad|>`` a separate
@@ -11,8 +12,8 @@ import random
 import re
 from typing import Any
 
-from rlft.pretrain.config import PretrainConfig
-from rlft.pretrain.corpus import Document
+from recipes.pretrain.config import PretrainConfig
+from recipes.pretrain.corpus import Document
 
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 

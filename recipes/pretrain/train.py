@@ -1,4 +1,5 @@
-"""Steps 3-5 of `rlft pretrain`: the model, pretraining, multi-task SFT, greedy samples.
+"""Steps 3-5 of the pretraining recipe (``python -m recipes.pretrain``): the model, pretraining,
+multi-task SFT, greedy samples.
 
 3. Model: a small Llama-style decoder (RoPE, RMSNorm, SwiGLU, tied embeddings), dropout 0.
 4. Pretraining on packed 256-token rows: AdamW, linear warm-up then cosine decay over a wall
@@ -14,8 +15,8 @@ import random
 import time
 from typing import Any
 
-from rlft.pretrain.config import PretrainConfig
-from rlft.pretrain.corpus import task_names, task_rows
+from recipes.pretrain.config import PretrainConfig
+from recipes.pretrain.corpus import task_names, task_rows
 
 
 # ---------------------------------------------------------------------------------------------

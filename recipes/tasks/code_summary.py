@@ -3,6 +3,8 @@
 Source: the standard library of the running interpreter (``sysconfig.get_paths()["stdlib"]``),
 read with ``ast``. The prompt is the definition's source with every docstring inside it
 removed; the reference is the first sentence of its own docstring.
+
+Build (from the repository root): ``python -m recipes.tasks --task code_summary``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sysconfig
 from collections import Counter
 from pathlib import Path
 
-from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
+from recipes.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 MAX_LINES = 40
 MAX_CHARS = 1500

@@ -3,7 +3,7 @@
 Every bundled task goes through the same steps after its own source-specific collection:
 ``merge_duplicates`` -> ``split_pairs`` -> (``zipf_counts``) -> ``write_snapshot`` and
 ``write_datasheet``. Keeping them here means the tasks cannot drift apart in how
-they split or count.
+they split or count. The builders run as ``python -m recipes.tasks [--task NAME]``.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ def write_datasheet(out_dir: Path, title: str, intro: str, splits: dict[str, lis
         "## Lengths\n\n" + length_table(splits, cjk_reference),
         "## Counts\n\n" + counts_note.strip() + "\n\n" + REPLAY_NOTE,
         extra.strip(),
-        "Rebuild with `python scripts/build_tasks.py --task NAME`; the numbers above are written by "
+        "Rebuild with `python -m recipes.tasks --task NAME`; the numbers above are written by "
         "the build, so they describe the committed snapshot.",
     ] if part)
     path = out_dir / "DATASHEET.md"

@@ -3,6 +3,8 @@
 Source: the Chit-Chat Challenge conversations shipped in the PyPI package `chitchat-dataset`
 (a `dataset.json` inside the package: conversation id -> {"messages": [[utterance, ...], ...]},
 one inner list per turn, all utterances of a turn from one sender).
+
+Build (from the repository root): ``python -m recipes.tasks --task dialogue``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
+from recipes.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 CONTEXT_TURNS = 3
 MAX_TARGET_WORDS = 40

@@ -3,6 +3,8 @@
 Source: the English manual pages under /usr/share/man/man*/ (translated subdirectories are
 left out), rendered with `man -l` as plain text. "memcpy - copy memory area" gives the
 reference "copy memory area"; the prompt is the start of the DESCRIPTION section.
+
+Build (from the repository root): ``python -m recipes.tasks --task summarization``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rlft.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
+from recipes.tasks.common import Pair, merge_duplicates, split_pairs, squash, write_zipf_task
 
 MAN_ROOT = Path("/usr/share/man")
 MAX_WORDS = 120

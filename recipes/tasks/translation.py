@@ -7,6 +7,8 @@ count of a message is the number of catalogs (programs) that ship it: "Memory ex
 
 Both tasks come from one code path; a `Language` holds what differs (the locale directory, how
 a real translation is recognized, how its translators mark accelerators, the datasheet prose).
+
+Build (from the repository root): ``python -m recipes.tasks --task translation --task translation_fr``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlft.tasks.common import Pair, merge_duplicates, split_pairs, write_datasheet, write_snapshot
+from recipes.tasks.common import Pair, merge_duplicates, split_pairs, write_datasheet, write_snapshot
 
 LOCALE_ROOT = Path("/usr/share/locale")
 MIN_WORDS = 3
@@ -250,7 +252,7 @@ English -> {name} translation of software messages (UI strings, error messages).
 ## Source and licence
 
 The compiled gettext catalogs `/usr/share/locale/{locale}/LC_MESSAGES/*.mo` of a Debian 12
-(bookworm) machine, read with a small .mo parser (`rlft.tasks.translation.read_mo`). Each
+(bookworm) machine, read with a small .mo parser (`recipes.tasks.translation.read_mo`). Each
 catalog is part of the Debian package that installs it and carries that package's licence
 ({licences}; see
 `/usr/share/doc/<package>/copyright`). The table at the end lists the catalogs used.

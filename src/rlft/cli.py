@@ -18,7 +18,6 @@ COMMANDS = {
     "eval": "Greedy-decode a split and report the task metric, reward, length and truncation.",
     "generate": "Generate completions for prompts given on the command line or in a file.",
     "demo": "The end-to-end demo: RL on SmolLM2-135M-Instruct (LoRA) for man-page summarization, before/after table and report.",
-    "pretrain": "Build the bundled base model: tokenizer + small decoder-only model on local text.",
     "report": "Write the HTML report (plots, before/after table) of a run directory.",
     "tasks": "List the bundled tasks.",
     "models": "List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and converts one ahead of time.",
@@ -35,14 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, text in COMMANDS.items():
-        if name == "pretrain":  # its own settings, not the RL run's
-            from rlft.pretrain.config import PretrainConfig
-
-            p = sub.add_parser(name, help=text, description=text, formatter_class=argparse.RawDescriptionHelpFormatter,
-                               epilog="pretrain settings (key=value):\n" + help_text(PretrainConfig))
-            p.add_argument("args", nargs="*", metavar="[key=value ...]", help="overrides of the pretrain settings")
-            continue
-        if name == "models":  # no run settings either
+        if name == "models":  # no run settings
             p = sub.add_parser(name, help=text, description=text)
             p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
             p.add_argument("names", nargs="*", metavar="NAME", help="models to pull (see the list)")
@@ -202,12 +194,6 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     from rlft.demo import run_demo
 
     return run_demo(ns.args, quick=ns.quick, base=ns.base)
-
-
-def _cmd_pretrain(ns: argparse.Namespace) -> int:
-    from rlft.pretrain import main as pretrain_main
-
-    return pretrain_main(ns.args)
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:

@@ -131,7 +131,7 @@ def test_streaming_log_keeps_one_entry_per_unique_prompt():
 def test_loader_and_task_builders_merge_alike():
     """One merge: the task builders' `merge_duplicates` gives the loader's prompts, counts, order and
     meta; only the reference order differs (a task ranks its references by frequency)."""
-    from rlft.tasks.common import Pair, merge_duplicates
+    from recipes.tasks.common import Pair, merge_duplicates
 
     data = [("p", ["x"], 1, {"k": 1}), ("q", ["z"], 2, {"k": 2}), ("p", ["y"], 3, {"k": 3}), ("p", ["y", "w"], 1, {})]
     pairs = merge_duplicates([Pair(*d) for d in data])

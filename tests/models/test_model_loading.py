@@ -52,7 +52,7 @@ def test_hub_failure_is_one_line_error(monkeypatch):
 
 def test_bundled_model(dirs, monkeypatch, tmp_path):
     monkeypatch.setattr(loading, "BUNDLED_DIR", tmp_path / "assets" / "base-model")
-    with pytest.raises(RlftError, match="rlft pretrain"):
+    with pytest.raises(RlftError, match="python -m recipes.pretrain"):
         load_policy(ModelConfig())
     shutil.copytree(dirs["causal"], tmp_path / "assets" / "base-model")
     policy = load_policy(ModelConfig())

@@ -1,4 +1,4 @@
-"""The `rlft pretrain` recipe, shrunk: a tiny model on a few KB of text, a few steps."""
+"""The pretraining recipe (`python -m recipes.pretrain`), shrunk: a tiny model on a few KB of text, a few steps."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from recipes.pretrain import LeakFilter, capped_chunks, chunks, main, parse_config
 from rlft.errors import RlftError
-from rlft.pretrain import LeakFilter, capped_chunks, chunks, main, parse_config
 
 EN = ["open the file", "close the window", "save the document", "print the page", "copy the text"]
 ZH = ["打开文件", "关闭窗口", "保存文档", "打印页面", "复制文本"]
@@ -70,7 +70,7 @@ def test_tiny_pretrain_builds_a_loadable_model(tmp_path, tasks_dir):
     assert len(losses) == 8 and losses[-1] < losses[0] - 0.5
     assert [r["step"] for r in log if r["phase"] == "sft"] == [1, 2, 3]
     card = (out / "README.md").read_text()
-    assert "rlft pretrain" in card and "loss_curves.png" in card and "translation" in card
+    assert "python -m recipes.pretrain output_dir=" in card and "loss_curves.png" in card and "translation" in card
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), "pt") as f:
@@ -108,3 +108,22 @@ def test_overrides_are_typed_and_unknown_keys_named():
         parse_config(["vocab_sise=512"])
     with pytest.raises(RlftError, match="pretrain_minutes or pretrain_steps"):
         parse_config(["pretrain_minutes=0"])
+
+
+def test_help_lists_the_pretrain_settings_not_the_rl_ones(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m recipes.pretrain" in out and "pretrain_minutes=" in out and "vocab_size=" in out
+    assert "algo.kl_coef" not in out
+
+
+def test_the_default_output_is_where_rlft_base_is_loaded_from():
+    from rlft.models.loading import BUNDLED_DIR
+
+    assert parse_config(["pretrain_steps=1"]).output_dir == str(BUNDLED_DIR)
+
+
+def test_rlft_has_no_pretrain_command():
+    from rlft.cli import COMMANDS
+
+    assert "pretrain" not in COMMANDS

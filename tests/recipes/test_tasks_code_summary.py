@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 
-from rlft.tasks.code_summary import (TRUNCATION_MARK, build, first_sentence, module_files,
+from recipes.tasks.code_summary import (TRUNCATION_MARK, build, first_sentence, module_files,
                                      pairs_from_source, truncate)
-from rlft.tasks.common import SPLITS, read_snapshot
+from recipes.tasks.common import SPLITS, read_snapshot
 
 SOURCE = '''
 import os

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlft.tasks.common import (Pair, head_size, merge_duplicates, read_snapshot, split_pairs,
+from recipes.tasks.common import (Pair, head_size, merge_duplicates, read_snapshot, split_pairs,
                                unit_hash, write_snapshot, zipf_counts)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from rlft.tasks.common import SPLITS, merge_duplicates, read_snapshot
-from rlft.tasks.dialogue import MAX_TARGET_WORDS, build, collect, pairs_from_conversation
+from recipes.tasks.common import SPLITS, merge_duplicates, read_snapshot
+from recipes.tasks.dialogue import MAX_TARGET_WORDS, build, collect, pairs_from_conversation
 
 
 def msg(*texts: str, sender: str = "s") -> list[dict]:

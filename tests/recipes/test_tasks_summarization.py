@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from rlft.tasks import summarization as summ
-from rlft.tasks.summarization import family, page_name, parse_page, summary_template
+from recipes.tasks import summarization as summ
+from recipes.tasks.summarization import family, page_name, parse_page, summary_template
 
 RENDERED = """\
 MEMCPY(3)                  Library Functions Manual                  MEMCPY(3)

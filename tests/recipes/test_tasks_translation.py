@@ -7,9 +7,9 @@ import io
 import struct
 from collections import Counter
 
-from rlft.tasks.common import SPLITS, read_snapshot
-from rlft.tasks import TASKS
-from rlft.tasks.translation import FR, build, clean_pair, collect, placeholders, read_mo
+from recipes.tasks import BUILDERS
+from recipes.tasks.common import SPLITS, read_snapshot
+from recipes.tasks.translation import FR, build, clean_pair, collect, placeholders, read_mo
 
 HEADER = "Content-Type: text/plain; charset=UTF-8\nPlural-Forms: nplurals=1; plural=0;\n"
 
@@ -135,7 +135,7 @@ def test_french_build_counts_catalogs_and_goes_through_the_registry(tmp_path):
     assert by_prompt[shared].count == 3 and by_prompt[shared].meta["catalogs"] == ["grep", "sed", "tar"]
     assert by_prompt[shared].references == ["Expression rationnelle incorrecte", "Expression régulière invalide"]
     assert by_prompt["Pages per sheet:"].references == ["Pages par feuille :"]
-    sizes = TASKS["translation_fr"].build(tmp_path / "out", source_dir=src, cap=2)
+    sizes = BUILDERS["translation_fr"](tmp_path / "out", source_dir=src, cap=2)
     assert sizes["validation"] <= 2 and sizes["test"] <= 2 and sum(sizes.values()) == 42
     rows = [r for s in SPLITS for r in read_snapshot(tmp_path / "out" / f"{s}.jsonl.gz")]
     assert all(r["id"].startswith("translation_fr-") for r in rows)

@@ -8,10 +8,10 @@ from functools import lru_cache
 
 import pytest
 
+from recipes.tasks.common import SPLITS, read_snapshot
+from recipes.tasks.translation import FR, LANGUAGES, _mnemonics, placeholders
 from rlft.errors import RlftError
 from rlft.tasks import TASKS, get_task, task_config, task_dir
-from rlft.tasks.common import SPLITS, read_snapshot
-from rlft.tasks.translation import FR, LANGUAGES, _mnemonics, placeholders
 
 
 @lru_cache(maxsize=None)
@@ -134,6 +134,6 @@ def test_unknown_task_names_the_known_ones():
 
 def test_import_builds_nothing():
     code = ("import sys, rlft.tasks as t; t.task_config('translation'); "
-            "print(sorted(m for m in sys.modules if m.startswith('rlft.tasks.')))")
+            "print(sorted(m for m in sys.modules if m.startswith(('rlft.tasks.', 'recipes'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -65,7 +65,7 @@ class Merged:
 
 class PromptCounter:
     """The one merge of repeated prompts: the data loader (datasets and traffic logs alike,
-    ``rlft.data.loading.rows_to_examples``) and the task builders (``rlft.tasks.common``) feed it.
+    ``rlft.data.loading.rows_to_examples``) and the task builders (``recipes.tasks.common``) feed it.
 
     ``add`` takes one row's checked fields; ``examples()`` (or ``merged()``) gives the result:
 

@@ -45,7 +45,7 @@ def resolve_name(name: str) -> str:
     if name == BUNDLED_NAME:
         if not (BUNDLED_DIR / "config.json").is_file():
             raise RlftError(f"model.name_or_path: the bundled model '{BUNDLED_NAME}' is not built yet "
-                            f"(expected in {BUNDLED_DIR}); build it with `rlft pretrain` or pass a hub name")
+                            f"(expected in {BUNDLED_DIR}); build it with `python -m recipes.pretrain` or pass a hub name")
         return str(BUNDLED_DIR)
     if registry.known(name):
         return str(registry.resolve(name))

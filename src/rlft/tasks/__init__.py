@@ -1,17 +1,17 @@
 """The bundled tasks: a real-text dataset snapshot + prompt template + reward + metrics each.
 
-The snapshots are committed under ``rlft/assets/tasks/<name>/`` and read like any user data;
-``build`` regenerates them from the sources on a Debian machine (``scripts/build_tasks.py``).
-Importing this module reads no data and imports none of the builders.
+The snapshots are committed under ``rlft/assets/tasks/<name>/`` and read like any user data.
+The code that builds them from the raw sources runs once and lives outside the package, in
+``recipes/tasks/`` (``python -m recipes.tasks --task NAME`` on a Debian machine). Importing this
+module reads no data.
 """
 
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlft.errors import RlftError
 
@@ -26,27 +26,10 @@ class Task:
     metric: str
     second_metric: str
     max_new_tokens: int
-    build: Callable[..., dict[str, int]]  # build(out_dir: Path, **source_overrides) -> rows per split
     max_prompt_tokens: int = 256
     # For chat models (data.template='chat'): the user turn, a format string with {prompt}. It says
     # what the output looks like, since a chat model has no 'Summary:' cue to continue.
     instruction: str = "{prompt}"
-
-
-def _lazy_build(module: str, task: str | None = None) -> Callable[..., dict[str, int]]:
-    """The module's ``build``, imported only when called (keeps ``import rlft.tasks`` cheap).
-    ``task`` names the task when the module builds several (``translation`` builds one per
-    target language) and is passed on to its ``build``."""
-    name = task or module
-
-    def build(out_dir: Path | None = None, **kwargs: Any) -> dict[str, int]:
-        builder = importlib.import_module(f"rlft.tasks.{module}")
-        chosen = {"task": task} if task else {}
-        return builder.build(Path(out_dir) if out_dir is not None else task_dir(name), **chosen, **kwargs)
-
-    build.__name__ = f"build_{name}"
-    build.__doc__ = f"Rebuild the `{name}` snapshot (see rlft.tasks.{module}.build)."
-    return build
 
 
 # max_new_tokens comes from the p95 reference length of each task's datasheet, in tokens of a
@@ -61,7 +44,6 @@ TASKS: dict[str, Task] = {
         metric="chrf",
         second_metric="bleu",
         max_new_tokens=64,
-        build=_lazy_build("translation"),
         instruction="Translate this software message from English to Simplified Chinese. Keep placeholders "
                     "such as %s unchanged. Reply with the translation only.\n\n{prompt}",
     ),
@@ -74,7 +56,6 @@ TASKS: dict[str, Task] = {
         metric="chrf",
         second_metric="bleu",
         max_new_tokens=64,
-        build=_lazy_build("translation", task="translation_fr"),
         instruction="Translate this software message from English to French. Keep placeholders "
                     "such as %s unchanged. Reply with the translation only.\n\n{prompt}",
     ),
@@ -87,7 +68,6 @@ TASKS: dict[str, Task] = {
         metric="rouge_l",
         second_metric="chrf",
         max_new_tokens=24,
-        build=_lazy_build("summarization"),
         # Chosen on 48 validation rows with SmolLM2-135M-Instruct among four wordings (ROUGE-L 16.5;
         # "Write the one-line NAME summary ..." 5.5, "What is this manual page about? ..." 10.9,
         # "Write a short title (3 to 8 words) ..." before the text 16.6 but 69% copying).
@@ -102,7 +82,6 @@ TASKS: dict[str, Task] = {
         metric="rouge_l",
         second_metric="chrf",
         max_new_tokens=48,
-        build=_lazy_build("dialogue"),
         # The instruction follows the chat, so a long chat truncated from its start keeps it.
         instruction="{prompt}\n\nThis is a casual online chat between A and B. Write B's next message: "
                     "one short, natural line. Reply with the message only.",
@@ -116,7 +95,6 @@ TASKS: dict[str, Task] = {
         metric="rouge_l",
         second_metric="chrf",
         max_new_tokens=32,
-        build=_lazy_build("code_summary"),
         max_prompt_tokens=512,
         # The instruction follows the code, so a long function truncated from its start keeps it.
         instruction="```python\n{prompt}\n```\n\nWrite the first sentence of the docstring of this Python "
