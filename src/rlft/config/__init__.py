@@ -24,4 +24,4 @@ __all__ = ["AlgoConfig", "Config", "DataConfig", "EvalConfig", "FrequencyConfig"
            "ModelConfig", "OptimConfig", "RewardConfig", "RolloutConfig", "RunConfig", "SFTConfig", "all_keys",
            "check_choice", "choices", "config_markdown", "doc", "explicit_keys", "help_text", "load_args", "load_config",
            "numeric_fields", "parse_overrides", "validate", "with_defaults", "with_overrides",
-           "_coerce"]  # rlft.pretrain's own settings coerce their values with it
+           "_coerce"]  # the pretraining recipe (recipes.pretrain) coerces its own settings with it
