@@ -1,14 +1,17 @@
 """Durable writes: a file or directory is either fully there under its final name, or not at all.
 
-The one place rlft writes atomically: checkpoints and final models (``training.checkpoint``), run
-metadata (``training.metrics``), the converted-model cache (``models.registry``). Standard library
-only, so any layer may import it.
+The one place rlft writes atomically: ``atomic_write`` for single files (eval results, the resolved
+config, the report's files, ``demo.json``, caches) and ``write_dir_atomically`` for directories
+(checkpoints and final models in ``training.checkpoint``, the converted-model cache in
+``models.registry``). Both fsync the data and then the directory entry, so a crash or a power cut
+leaves the old version or the new one. Standard library only, so any layer may import it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -41,16 +44,28 @@ def fsync_tree(root: Path) -> None:
         fsync_path(d)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary sibling + fsync + ``os.replace``."""
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` and return it; creates the parent directory.
+
+    The data goes to a temporary sibling (``.tmp-<name>.<random>``, so two writers of one path
+    never share it), is fsynced, renamed over ``path`` with ``os.replace`` and the directory is
+    fsynced: a reader (a browser refreshing the report, a resumed run) sees the old file or the
+    new one, never a half-written one. On an error the temporary file is removed.
+    """
     path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:12]}")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_path(path.parent)
+    return path
 
 
 def remove_dir(path: Path, marker: str | None = None) -> None:

@@ -101,7 +101,7 @@ def _write_figures(run_dir: Path, config: Any, before: dict, after: dict, ci: An
     import json
     import os
 
-    from rlft.atomic import atomic_write_text
+    from rlft.atomic import atomic_write
     from rlft.training.runtime import cpu_info
 
     cpu, flags = cpu_info()
@@ -122,4 +122,4 @@ def _write_figures(run_dir: Path, config: Any, before: dict, after: dict, ci: An
         "length_ratio": [before.get("length_ratio"), after.get("length_ratio")],
         "seconds": seconds, "machine": machine,
     }
-    atomic_write_text(run_dir / "demo.json", json.dumps(figures, indent=2) + "\n")
+    atomic_write(run_dir / "demo.json", json.dumps(figures, indent=2) + "\n")

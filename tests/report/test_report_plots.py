@@ -1,7 +1,7 @@
 import pytest
 from tests.report.report_fixtures import make_evals
 
-from rlft.report.plots import plot_before_after, plot_curves, series, smooth, write_atomic
+from rlft.report.plots import plot_before_after, plot_curves, series, smooth
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,10 +29,3 @@ def test_plots_write_valid_pngs_even_without_data(tmp_path):
     out = plot_before_after(before, after, tmp_path / "sub" / "ba.png", n_resamples=200)
     assert out.read_bytes().startswith(PNG_MAGIC)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ba.png", "c.png", "empty.png", "sub"]
-
-
-def test_write_atomic_replaces_whole_file(tmp_path):
-    target = tmp_path / "x.txt"
-    write_atomic(target, b"first version, long")
-    write_atomic(target, b"second")
-    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]

@@ -11,8 +11,7 @@ from rlft.config import OptimConfig
 from rlft.errors import RlftError
 from rlft.training import optim as optim_mod
 from rlft.training.optim import build_optimizer, build_scheduler
-from rlft.training.runtime import (atomic_write_text, autocast_context, resolve_device, resolved_precision,
-                                seed_everything, set_threads)
+from rlft.training.runtime import autocast_context, resolve_device, resolved_precision, seed_everything, set_threads
 
 
 class Tiny(torch.nn.Module):
@@ -169,11 +168,3 @@ def test_seed_everything_and_threads():
         torch.set_num_threads(before)
     with pytest.raises(RlftError, match="run.threads"):
         set_threads(0)
-
-
-def test_atomic_write_text(tmp_path):
-    path = tmp_path / "a.txt"
-    atomic_write_text(path, "one")
-    atomic_write_text(path, "two")
-    assert path.read_text() == "two"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -158,12 +157,10 @@ def log_summary(result: dict[str, Any]) -> dict[str, float | None]:
 
 def write_eval(run_dir: Path, result: dict[str, Any]) -> Path:
     """Atomically write ``run_dir/eval/<tag>.json``."""
-    path = Path(run_dir) / "eval" / f"{result['tag']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from rlft.atomic import atomic_write
+
+    return atomic_write(Path(run_dir) / "eval" / f"{result['tag']}.json",
+                        json.dumps(result, ensure_ascii=False, indent=1))
 
 
 def _mean(xs: Sequence[float] | None) -> float:

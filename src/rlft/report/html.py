@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rlft.atomic import atomic_write
 from rlft.errors import RlftError, where
 from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
 from rlft.report import monitors, plots
@@ -184,12 +185,11 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
                      "training curves only.")
 
     summary = _summary(run_dir, metrics, cmp, pngs)
-    plots.write_atomic(out_dir / "summary.json",
-                       json.dumps(summary, indent=1, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False, ensure_ascii=False))
     if cmp is not None:
-        plots.write_atomic(out_dir / "table.txt", (cmp["text"] + "\n").encode("utf-8"))
+        atomic_write(out_dir / "table.txt", cmp["text"] + "\n")
     page = _page(run_dir, summary, cmp, pngs, notes)
-    return plots.write_atomic(out_dir / "report.html", page.encode("utf-8"))
+    return atomic_write(out_dir / "report.html", page)
 
 
 # --- HTML -----------------------------------------------------------------------------------

@@ -11,10 +11,10 @@ import importlib.util
 import io
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from rlft.atomic import atomic_write
 from rlft.errors import RlftError
 
 _BEFORE_COLOR, _AFTER_COLOR, _RAW_ALPHA = "#9aa5b1", "#2b6cb0", 0.3
@@ -23,25 +23,6 @@ _VALIDATION_KEYS = ("metric", "traffic_weighted", "head", "torso", "tail")
 
 def matplotlib_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to a temp file beside ``path`` and rename it over ``path``.
-
-    A reader (a browser refreshing the report, a CI artifact upload) then sees the old file or
-    the new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _figure(width: float, height: float, right: float = 0.98) -> Any:
@@ -61,7 +42,7 @@ def _figure(width: float, height: float, right: float = 0.98) -> Any:
 def _save(fig: Any, out_png: str | os.PathLike) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    return write_atomic(out_png, buf.getvalue())
+    return atomic_write(out_png, buf.getvalue())
 
 
 def series(metrics: Sequence[dict], split: str, key: str) -> tuple[list[float], list[float]]:

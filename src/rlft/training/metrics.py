@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rlft.errors import RlftError, where
-from rlft.training.runtime import atomic_write_text
+from rlft.atomic import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -141,7 +141,7 @@ def _truncate_after(path: Path, step: int) -> None:
         warnings.warn(f"{path}: dropping {len(bad)} unreadable line(s) (first: line {bad[0]})",
                       RuntimeWarning, stacklevel=3)
     kept = [line for line, record in good if int(record.get("step", 0)) <= step]
-    atomic_write_text(path, "".join(kept))
+    atomic_write(path, "".join(kept))
 
 
 def read_metrics(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
@@ -185,5 +185,5 @@ def save_resolved_config(run_dir: str | Path, config_dict: dict[str, Any]) -> Pa
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "config.yaml"
-    atomic_write_text(path, yaml.safe_dump(_yaml_ready(config_dict), sort_keys=False, allow_unicode=True))
+    atomic_write(path, yaml.safe_dump(_yaml_ready(config_dict), sort_keys=False, allow_unicode=True))
     return path

@@ -1,4 +1,4 @@
-"""Process-level setup for a run: device, precision, seeds, threads, and durable file writes.
+"""Process-level setup for a run: device, precision, seeds, threads.
 
 Everything here is single-process; the training loops call it once at start-up.
 """
@@ -13,8 +13,7 @@ from typing import ContextManager
 
 import torch
 
-# Durable writes live in rlft.atomic (models/ needs them and must not import training/); re-exported here.
-from rlft.atomic import atomic_write_text, fsync_path, fsync_tree  # noqa: F401
+from rlft.atomic import atomic_write
 from rlft.config import check_choice
 from rlft.errors import RlftError
 
@@ -137,8 +136,7 @@ def cpu_matmul_timings(measure=time_matmul, path: Path | None = None) -> dict[st
     cached = cached if isinstance(cached, dict) else {}
     cached[key] = {"fp32_s": measure(torch.float32), "bf16_s": measure(torch.bfloat16)}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(cached, indent=1) + "\n")
+        atomic_write(path, json.dumps(cached, indent=1) + "\n")
     except OSError:  # a read-only home: measure again next time
         pass
     return cached[key]
@@ -161,9 +159,9 @@ def autocast_context(device: torch.device, precision: str) -> ContextManager:
     """A fresh context manager for forward passes: bf16 autocast (weights stay fp32) or a no-op.
 
     On CPUs without bf16 matmul instructions the bf16 matmuls run on fp32 kernels with bf16
-    rounding (``rlft.models.loading.autocast``): same numbers, 10-30x faster than PyTorch's fallback.
+    rounding (``rlft.models.bf16_emulation.autocast``): same numbers, 10-30x faster than PyTorch's fallback.
     """
-    from rlft.models.loading import autocast
+    from rlft.models.bf16_emulation import autocast
 
     return autocast(device.type, torch.bfloat16 if resolved_precision(device, precision) == "bf16" else None)
 
