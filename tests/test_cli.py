@@ -133,3 +133,17 @@ def test_python_dash_m_rlft_is_the_command():
 
     out = subprocess.run([sys.executable, "-m", "rlft", "tasks"], capture_output=True, text=True, check=True)
     assert "summarization" in out.stdout and "translation_fr" in out.stdout
+
+
+def test_subcommands_are_the_table_and_dispatch_through_it(monkeypatch):
+    import argparse
+    import dataclasses
+
+    from rlft import cli
+
+    sub = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == list(cli.COMMANDS)
+    seen = []
+    monkeypatch.setitem(cli.COMMANDS, "tasks", dataclasses.replace(cli.COMMANDS["tasks"],
+                                                                   run=lambda ns: seen.append(ns.args) or 7))
+    assert cli.main(["tasks", "run.seed=1"]) == 7 and seen == [["run.seed=1"]]

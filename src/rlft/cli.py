@@ -10,19 +10,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
-COMMANDS = {
-    "train": "RL fine-tuning (REINFORCE, SCST, RLOO, GRPO) of a model on a prompt dataset.",
-    "sft": "Supervised fine-tuning on the same data (the baseline RL is compared with, and its warm start).",
-    "eval": "Greedy-decode a split and report the task metric, reward, length and truncation.",
-    "generate": "Generate completions for prompts given on the command line or in a file.",
-    "demo": "The end-to-end demo: RL on SmolLM2-135M-Instruct (LoRA) for man-page summarization, before/after table and report.",
-    "report": "Write the HTML report (plots, before/after table) of a run directory.",
-    "tasks": "List the bundled tasks.",
-    "models": "List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and converts one ahead of time.",
-    "config": "Print the fully resolved config (YAML) for a config file and overrides.",
-}
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its one-line help, the function that runs it and the options of its own.
+    ``settings``: it reads ``[CONFIG.yaml] [section.key=value ...]`` and its --help lists the run
+    settings. The table of commands, ``COMMANDS``, follows the handlers at the end of this file."""
+
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    settings: bool = True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,44 +34,22 @@ def _parser() -> argparse.ArgumentParser:
         prog="rlft", description="Reinforcement-learning fine-tuning of Hugging Face language models.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, text in COMMANDS.items():
-        if name == "models":  # no run settings
-            p = sub.add_parser(name, help=text, description=text)
-            p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
-            p.add_argument("names", nargs="*", metavar="NAME", help="models to pull (see the list)")
+    for name, command in COMMANDS.items():
+        if not command.settings:
+            command.options(sub.add_parser(name, help=command.help, description=command.help))
             continue
-        p = sub.add_parser(name, help=text, description=text, epilog=epilog,
+        p = sub.add_parser(name, help=command.help, description=command.help, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
                        help="an optional YAML config file, then dotted overrides")
-        if name == "eval":
-            p.add_argument("--kl", action="store_true", help="also measure KL(model || starting model)")
-            p.add_argument("--ref", help="the starting model for --kl (default: model.name_or_path of the run "
-                                         "whose final/ or checkpoint is evaluated, from its config.yaml)")
-            p.add_argument("--max-examples", type=int, default=None,
-                           help="score only the first N prompts of the split (default: all of them)")
-            p.add_argument("--tag", default="eval", help="name of the eval/<tag>.json written to run.output_dir")
-        if name == "generate":
-            p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
-            p.add_argument("--input", help="a file with one prompt per line, or .jsonl with a prompt field")
-            p.add_argument("--sample", type=int, default=0, help="draw N samples per prompt instead of greedy decoding")
-        if name in ("train", "sft"):
-            p.add_argument("--resume", action="store_true", help="same as run.resume=true")
-        if name == "demo":
-            p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
-            p.add_argument("--base", action="store_true",
-                           help="the bundled 6.9M-parameter rlft-base on en->zh translation instead of SmolLM2 (faster)")
-        if name == "report":
-            p.add_argument("--run-dir", required=False, help="the run directory (default: run.output_dir)")
+        command.options(p)
     return parser
 
 
 def _config(args: list[str], extra: list[str] | None = None) -> Any:
-    from rlft.config import load_config
+    from rlft.config import load_args
 
-    path = args[0] if args and "=" not in args[0] else None
-    overrides = (args[1:] if path else args) + (extra or [])
-    return load_config(path, overrides)
+    return load_args([*args, *(extra or [])])
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -96,15 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 0
-    handler: Callable[[argparse.Namespace], int] = globals()[f"_cmd_{ns.command}"]
     try:
-        return handler(ns)
+        return COMMANDS[ns.command].run(ns)
     except RlftError as err:
         print(f"rlft: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rlft: interrupted; resume with run.resume=true", file=sys.stderr)
         return 130
+
+
+def _resume_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="same as run.resume=true")
 
 
 def _cmd_train(ns: argparse.Namespace) -> int:
@@ -135,6 +117,15 @@ def _print_final(result: Any) -> None:
     print(msg)
 
 
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kl", action="store_true", help="also measure KL(model || starting model)")
+    p.add_argument("--ref", help="the starting model for --kl (default: model.name_or_path of the run "
+                                 "whose final/ or checkpoint is evaluated, from its config.yaml)")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="score only the first N prompts of the split (default: all of them)")
+    p.add_argument("--tag", default="eval", help="name of the eval/<tag>.json written to run.output_dir")
+
+
 def _cmd_eval(ns: argparse.Namespace) -> int:
     from rlft.api import evaluate_model
     from rlft.errors import RlftError
@@ -159,6 +150,12 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
 
         print("\n" + replay_table(result["replay_eval"]))
     return 0
+
+
+def _generate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    p.add_argument("--input", help="a file with one prompt per line, or .jsonl with a prompt field")
+    p.add_argument("--sample", type=int, default=0, help="draw N samples per prompt instead of greedy decoding")
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
@@ -190,10 +187,20 @@ def _cmd_generate(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a smaller run (for smoke tests)")
+    p.add_argument("--base", action="store_true",
+                   help="the bundled 6.9M-parameter rlft-base on en->zh translation instead of SmolLM2 (faster)")
+
+
 def _cmd_demo(ns: argparse.Namespace) -> int:
     from rlft.demo import run_demo
 
     return run_demo(ns.args, quick=ns.quick, base=ns.base)
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", required=False, help="the run directory (default: run.output_dir)")
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
@@ -212,6 +219,11 @@ def _cmd_tasks(ns: argparse.Namespace) -> int:
     for name, task in TASKS.items():
         print(f"{name:<14} {task.language:<6} metric={task.metric:<8} reward={task.reward}  {task.description}")
     return 0
+
+
+def _models_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "pull"], default="list")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to pull (see the list)")
 
 
 def _cmd_models(ns: argparse.Namespace) -> int:
@@ -243,6 +255,26 @@ def _cmd_config(ns: argparse.Namespace) -> int:
 
     print(yaml.safe_dump(apply_task_defaults(_config(ns.args)).to_dict(), sort_keys=False, allow_unicode=True))
     return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command("RL fine-tuning (REINFORCE, SCST, RLOO, GRPO) of a model on a prompt dataset.",
+                     _cmd_train, _resume_option),
+    "sft": Command("Supervised fine-tuning on the same data (the baseline RL is compared with, and its warm start).",
+                   _cmd_sft, _resume_option),
+    "eval": Command("Greedy-decode a split and report the task metric, reward, length and truncation.",
+                    _cmd_eval, _eval_options),
+    "generate": Command("Generate completions for prompts given on the command line or in a file.",
+                        _cmd_generate, _generate_options),
+    "demo": Command("The end-to-end demo: RL on SmolLM2-135M-Instruct (LoRA) for man-page summarization, "
+                    "before/after table and report.", _cmd_demo, _demo_options),
+    "report": Command("Write the HTML report (plots, before/after table) of a run directory.",
+                      _cmd_report, _report_options),
+    "tasks": Command("List the bundled tasks.", _cmd_tasks),
+    "models": Command("List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and "
+                      "converts one ahead of time.", _cmd_models, _models_options, settings=False),
+    "config": Command("Print the fully resolved config (YAML) for a config file and overrides.", _cmd_config),
+}
 
 
 if __name__ == "__main__":
