@@ -122,9 +122,10 @@ def task_dir(name: str) -> Path:
 
 
 def task_config(name: str) -> dict[str, Any]:
-    """Nested defaults for rlft's Config (a ``base`` for ``load_config``): data files, template
-    (base models) and instruction (chat models, ``data.template=chat``), reward, metric and
-    lengths of the task. The user's YAML and overrides win over these."""
+    """Nested defaults for rlft's Config: data files, template (base models) and instruction (chat
+    models, ``data.template=chat``), reward, metric and lengths of the task. They fill in only the
+    settings the user did not give (``rlft.training.setup.apply_task_defaults``, after loading):
+    given as a ``base`` to ``load_config`` they would count as the user's own."""
     task = get_task(name)
     root = task_dir(name)
     return {
