@@ -1,4 +1,5 @@
-"""Exactness of the speed paths in rlft.models: prompt-shared log-probs, bf16 emulation, fused GELU.
+"""Exactness of the speed paths in rlft.models: prompt-shared log-probs (shared_prompt), bf16 emulation
+(bf16_emulation), fused GELU (fused_activations).
 
 Each fast path must give the numbers of the plain computation it replaces; these tests compare
 the two directly (and check that the fast path really ran, so a silent fallback cannot pass).
@@ -12,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from tests.tiny import EOS, PAD, tiny_causal
 
+from rlft.models import bf16_emulation, shared_prompt
 from rlft.models import completion_logprobs
-from rlft.models import loading
 from rlft.models import logprobs as logprobs_module
-from rlft.models.loading import disable_dropout, fuse_activations
+from rlft.models.fused_activations import fuse_activations
+from rlft.models.loading import disable_dropout
 
 # G = 3 rows per prompt; prompts of unequal length (left padding, plus one column that is
 # padding in every row); completions that end in EOS at different columns, then PAD.
@@ -61,8 +63,8 @@ def test_prompt_shared_logprobs_and_gradients_equal_one_pass(arch, policies, mon
     weights = torch.randn(batch.completion_ids.shape, generator=torch.Generator().manual_seed(0))
 
     calls = []
-    shared_fn = logprobs_module._shared_prompt_logits
-    monkeypatch.setattr(logprobs_module, "_shared_prompt_logits",
+    shared_fn = logprobs_module.shared_prompt_logits
+    monkeypatch.setattr(logprobs_module, "shared_prompt_logits",
                         lambda *a, **k: calls.append(1) or shared_fn(*a, **k))
     shared = _logprobs_and_grads(model, batch, weights)
     # chunk=4 splits groups of 3 across micro-batches (rows 0-3, 4-7, 8): groups are found per
@@ -70,7 +72,7 @@ def test_prompt_shared_logprobs_and_gradients_equal_one_pass(arch, policies, mon
     chunked = _logprobs_and_grads(model, batch, weights, chunk=4)
     assert len(calls) == 3, "the prompt-shared path did not run"
 
-    monkeypatch.setattr(logprobs_module, "_prefix_cache", lambda model: None)  # force one pass
+    monkeypatch.setattr(logprobs_module, "prefix_cache", lambda model: None)  # force one pass
     one_pass = _logprobs_and_grads(model, batch, weights)
     assert len(calls) == 3, "the one-pass fallback was not taken"
     model.eval()
@@ -90,21 +92,21 @@ def test_prompt_shared_logprobs_and_gradients_equal_one_pass(arch, policies, mon
 
 def test_prompt_groups_only_join_identical_neighbours():
     batch = _grouped_batch()
-    group, starts = logprobs_module._prompt_groups(batch.prompt_ids, batch.prompt_mask)
+    group, starts = shared_prompt.prompt_groups(batch.prompt_ids, batch.prompt_mask)
     assert group.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert starts.tolist() == [True, False, False] * 3
     # same ids but a different mask (a real PAD token in the prompt) is a different prompt
     mask = batch.prompt_mask.clone()
     mask[1, 0] = 1
-    assert logprobs_module._prompt_groups(batch.prompt_ids, mask)[0].tolist() == [0, 1, 2, 3, 3, 3, 4, 4, 4]
-    assert logprobs_module._prompt_groups(batch.prompt_ids[::3], batch.prompt_mask[::3]) is None
+    assert shared_prompt.prompt_groups(batch.prompt_ids, mask)[0].tolist() == [0, 1, 2, 3, 3, 3, 4, 4, 4]
+    assert shared_prompt.prompt_groups(batch.prompt_ids[::3], batch.prompt_mask[::3]) is None
 
 
 def test_prompt_shared_path_declined_under_gradient_checkpointing(policies, monkeypatch):
     model = policies["llama"].model
-    assert logprobs_module._prefix_cache(model) is not None
-    monkeypatch.setattr(logprobs_module, "_checkpointing", lambda model: True)
-    assert logprobs_module._prefix_cache(model) is None
+    assert shared_prompt.prefix_cache(model) is not None
+    monkeypatch.setattr(shared_prompt, "_checkpointing", lambda model: True)
+    assert shared_prompt.prefix_cache(model) is None
 
 
 # -- bf16 emulation on CPUs without bf16 matmul kernels ---------------------------------------
@@ -118,11 +120,11 @@ def _linear_case():
 
 
 def test_bf16_emulation_matches_native_bf16_linear(monkeypatch):
-    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: False)    # emulate even on AMX CPUs
+    monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: False)    # emulate even on AMX CPUs
     x, w, b = _linear_case()
     native = F.linear(x.bfloat16(), w.bfloat16(), b.bfloat16())      # PyTorch's bf16 kernel
     w_leaf = w.clone().requires_grad_(True)
-    with loading.autocast("cpu", torch.bfloat16):
+    with bf16_emulation.autocast("cpu", torch.bfloat16):
         emulated = F.linear(x, w_leaf, b)
     assert emulated.dtype == torch.bfloat16
     torch.testing.assert_close(emulated.float(), native.float(), atol=1e-2, rtol=1e-2)
@@ -145,8 +147,8 @@ def test_bf16_emulation_matches_native_bf16_model(policies, monkeypatch):
     with torch.no_grad():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             native = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
-        monkeypatch.setattr(loading, "native_cpu_bf16", lambda: False)
-        with loading.autocast("cpu", torch.bfloat16):
+        monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: False)
+        with bf16_emulation.autocast("cpu", torch.bfloat16):
             emulated = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
         fp32 = model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
     real = mask.bool()
@@ -159,19 +161,19 @@ def test_autocast_is_plain_torch_autocast_with_native_bf16(monkeypatch):
     x, w, b = _linear_case()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         want = F.linear(x, w, b)
-    if loading.native_cpu_bf16():
-        with loading.autocast("cpu", torch.bfloat16):
+    if bf16_emulation.native_cpu_bf16():
+        with bf16_emulation.autocast("cpu", torch.bfloat16):
             got = F.linear(x, w, b)
         assert torch.equal(got, want)
     # whatever this CPU has: when it reports native bf16, autocast adds nothing of its own
-    monkeypatch.setattr(loading, "native_cpu_bf16", lambda: True)
-    ctx = loading.autocast("cpu", torch.bfloat16)
+    monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: True)
+    ctx = bf16_emulation.autocast("cpu", torch.bfloat16)
     assert isinstance(ctx, torch.autocast)
     with ctx:
         got = F.linear(x, w, b)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
-    assert isinstance(loading.autocast("cpu", None), contextlib.nullcontext)
-    with loading.autocast("cpu", None):
+    assert isinstance(bf16_emulation.autocast("cpu", None), contextlib.nullcontext)
+    with bf16_emulation.autocast("cpu", None):
         assert F.linear(x, w, b).dtype == torch.float32
 
 

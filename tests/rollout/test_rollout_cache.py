@@ -1,7 +1,8 @@
 """The sampler's preallocated decode cache gives the numbers of transformers' DynamicCache.
 
-``rlft.rollout.plain._reserve`` swaps the cache's DynamicLayers for layers that write each new
-token into spare room; patching it to a no-op gives the stock cache, which is the reference here.
+``rlft.rollout.growing_cache.use_growing_layers`` (called by the sampler) swaps the cache's
+DynamicLayers for layers that write each new token into spare room; patching the sampler's call to
+a no-op gives the stock cache, which is the reference here.
 """
 
 import pytest
@@ -10,7 +11,7 @@ from tests.tiny import EOS, PAD
 
 from rlft.models import completion_logprobs
 from rlft.rollout import PlainSampler
-from rlft.rollout import plain
+from rlft.rollout import growing_cache, plain
 
 PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
 
@@ -18,7 +19,7 @@ PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning
 def _layer_pair(reserve):
     from transformers.cache_utils import DynamicLayer
 
-    return plain._growing_layer_class()(reserve), DynamicLayer()
+    return growing_cache.growing_layer_class()(reserve), DynamicLayer()
 
 
 def _kv(rows, tokens, seed):
@@ -68,18 +69,18 @@ def _spy_reserve(monkeypatch):
     """Count the layers the sampler swaps for growing ones (0 would mean the test compares the
     stock cache with itself)."""
     swapped = []
-    reserve = plain._reserve
+    reserve = plain.use_growing_layers
 
     def spy(cache, tokens):
         reserve(cache, tokens)
-        swapped.extend(layer for layer in cache.layers if isinstance(layer, plain._growing_layer_class()))
+        swapped.extend(layer for layer in cache.layers if isinstance(layer, growing_cache.growing_layer_class()))
 
-    monkeypatch.setattr(plain, "_reserve", spy)
+    monkeypatch.setattr(plain, "use_growing_layers", spy)
     return swapped
 
 
 def _stock(monkeypatch):
-    monkeypatch.setattr(plain, "_reserve", lambda cache, tokens: None)
+    monkeypatch.setattr(plain, "use_growing_layers", lambda cache, tokens: None)
 
 
 def _stop_early(policy, rollout, monkeypatch):

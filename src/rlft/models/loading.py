@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +14,9 @@ from torch import nn
 from rlft.config import ModelConfig, check_choice
 from rlft.errors import RlftError
 from rlft.models import registry
+# benchmarks/throughput.py reads the CPU's bf16 support from here; it lives with the bf16 speed path.
+from rlft.models.bf16_emulation import native_cpu_bf16  # noqa: F401
+from rlft.models.fused_activations import fuse_activations
 from rlft.models.gguf import gguf_source, load_gguf
 
 BUNDLED_NAME = "rlft-base"
@@ -181,31 +182,6 @@ def restore_dropout_in_saved_config(model: nn.Module, directory: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def fuse_activations(model: nn.Module) -> nn.Module:
-    """Replace activations written as chains of elementwise ops by PyTorch's fused kernel.
-
-    GPT-2's ``gelu_new`` (also GPT-J, GPT-Neo, CodeGen, ...) is ``0.5 * x * (1 + tanh(c * (x +
-    0.044715 * x**3)))`` in Python: eight passes over the MLP's widest activation forward, more
-    backward, which on CPU is about a quarter of a small GPT-2's RL step. ``F.gelu(approximate=
-    'tanh')`` is the same formula in one pass (outputs agree to ~5e-7; transformers' own
-    ``gelu_pytorch_tanh``). Modules are swapped in place, so the checkpoint and config do not change.
-    """
-    try:
-        from transformers import activations
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return model
-    fused = getattr(activations, "GELUTanh", None) or getattr(activations, "PytorchGELUTanh", None)
-    slow = tuple(getattr(activations, name) for name in ("NewGELUActivation", "FastGELUActivation")
-                 if hasattr(activations, name))
-    if fused is None or not slow:
-        return model
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) in slow:
-                setattr(module, name, fused())
-    return model
-
-
 def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> "Reference":
     """The frozen starting policy (call before the first update): ``with ref.active() as m: m(...)``.
 
@@ -221,92 +197,3 @@ def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> "Reference
     reference = copy.deepcopy(policy.model)
     reference.requires_grad_(False)
     return Reference(reference.eval())
-
-
-# ---------------------------------------------------------------------------------------------
-# bf16 autocast on CPUs without bf16 matrix instructions
-
-def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast(device_type, dtype)``, or a no-op for ``dtype=None``.
-
-    On a CPU without native bf16 matmuls (no AVX512-BF16/AMX: AMD Zen 2/3, most Intel before
-    Cooper Lake) PyTorch runs bf16 matmuls on a scalar fallback, 10-30x slower than fp32. There the
-    matmuls and attention that autocast puts in bf16 are computed by the fp32 kernels on the
-    bf16-rounded inputs, and the output is rounded to bf16 (``_Bf16OnFp32``): the numbers a bf16
-    kernel gives (bf16 products are exact in fp32, which is where bf16 kernels accumulate), up
-    to summation order, at fp32 speed. Everything else is plain autocast.
-    """
-    if dtype is None:
-        return contextlib.nullcontext()
-    amp = torch.autocast(device_type=device_type, dtype=dtype)
-    if device_type != "cpu" or dtype != torch.bfloat16 or native_cpu_bf16():
-        return amp
-    return _bf16_on_fp32(amp)
-
-
-@contextlib.contextmanager
-def _bf16_on_fp32(amp):
-    with amp, _Bf16OnFp32():
-        yield
-
-
-@functools.lru_cache(maxsize=None)
-def native_cpu_bf16() -> bool:
-    """Whether this CPU has bf16 matmul kernels in PyTorch (oneDNN's bf16 support check)."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # an unusual build: trust autocast
-        return True
-
-
-def _bf16_ops() -> dict:
-    import torch.nn.functional as F
-
-    tensor = torch.Tensor
-    ops = [F.linear, F.scaled_dot_product_attention, torch.matmul, torch.mm, torch.bmm, torch.addmm,
-           torch.baddbmm, torch.addbmm, tensor.matmul, tensor.__matmul__, tensor.mm, tensor.bmm,
-           tensor.addmm, tensor.baddbmm, tensor.addbmm]
-    return dict.fromkeys(ops)
-
-
-_AUTOCAST_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-class _Bf16OnFp32(torch.overrides.TorchFunctionMode):
-    """Inside CPU bf16 autocast: matmul-like ops as ``bf16(fp32_op(fp32(bf16(inputs))))``.
-
-    Built from differentiable ops, so the backward pass (run after the context closes) is fp32
-    GEMMs too, with each gradient rounded to bf16 where a bf16 kernel would round it. Like
-    autocast, a weight is rounded once per context and shared by its uses.
-    """
-
-    _ops: dict | None = None
-
-    def __init__(self):
-        super().__init__()
-        if _Bf16OnFp32._ops is None:
-            _Bf16OnFp32._ops = _bf16_ops()
-        self.rounded: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func not in self._ops or "out" in kwargs or not torch.is_autocast_enabled("cpu"):
-            return func(*args, **kwargs)
-        dtypes = [a.dtype for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dtype != torch.bool]
-        if not dtypes or any(d not in _AUTOCAST_DTYPES for d in dtypes):  # autocast leaves these alone
-            return func(*args, **kwargs)
-        with torch.autocast("cpu", enabled=False):
-            out = func(*[self._round(a) for a in args], **{k: self._round(v) for k, v in kwargs.items()})
-        return out.to(torch.bfloat16)
-
-    def _round(self, value):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            return value
-        if not (value.is_leaf and value.requires_grad):
-            return value.to(torch.bfloat16).float()
-        key = (id(value), torch.is_grad_enabled())
-        hit = self.rounded.get(key)
-        if hit is None or hit[0] is not value:
-            hit = self.rounded[key] = (value, value.to(torch.bfloat16).float())
-        return hit[1]
-

@@ -2,15 +2,18 @@
 
 Used for the policy during the update, for the frozen reference (KL), and by the SFT loop with the
 reference text as the "completion". Only the completion positions are projected onto the
-vocabulary, which for a 50k-150k vocabulary is most of the memory of a forward pass.
+vocabulary, which for a 50k-150k vocabulary is most of the memory of a forward pass. Rows that
+share a prompt (the G samples of a rollout) run it once: ``rlft.models.shared_prompt``.
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Protocol
 
 import torch
+
+from rlft.models.forward import forward_accepts
+from rlft.models.shared_prompt import prefix_cache, prompt_groups, shared_prompt_logits
 
 
 class RolloutLike(Protocol):
@@ -79,11 +82,11 @@ def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, co
         # Columns that are padding in every row (a micro-batch of short prompts) carry nothing.
         first_col = int(prompt_mask.any(0).int().argmax())
         prompt_ids, prompt_mask = prompt_ids[:, first_col:], prompt_mask[:, first_col:]   # (n, P)
-    groups = _prompt_groups(prompt_ids, prompt_mask)
-    cache = _prefix_cache(model) if groups is not None else None
+    groups = prompt_groups(prompt_ids, prompt_mask)
+    cache = prefix_cache(model) if groups is not None else None
     if cache is not None:
-        return _shared_prompt_logits(model, cache, *groups, prompt_ids, prompt_mask, completion_ids,
-                                     completion_mask)
+        return shared_prompt_logits(model, cache, *groups, prompt_ids, prompt_mask, completion_ids,
+                                    completion_mask)
     # The logits at column j predict token j+1, so the last completion token is never an input:
     # the model sees prompt + y_<T and we keep the logits of its last T columns.
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)             # (n, P+T-1)
@@ -96,70 +99,6 @@ def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, co
         # soft-capping), so only T positions are projected onto the vocabulary.
         return model(**kwargs, logits_to_keep=t).logits
     return model(**kwargs).logits[:, -t:]
-
-
-def _prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
-    """``(group (n,), starts (n,) bool)``: rows that repeat the row above (the G samples of a prompt
-    are neighbours in a rollout) share its group; None when no two neighbours share a prompt."""
-    if prompt_ids.shape[0] < 2 or prompt_ids.shape[1] == 0:
-        return None
-    same = (prompt_ids[1:] == prompt_ids[:-1]).all(-1) & (prompt_mask[1:] == prompt_mask[:-1]).all(-1)
-    if not bool(same.any()):
-        return None
-    starts = torch.cat([same.new_ones(1), ~same])                                  # (n,)
-    return starts.long().cumsum(0) - 1, starts
-
-
-def _prefix_cache(model):
-    """An empty ``DynamicCache`` for running prompts once and completions on top, or None where
-    that is not known to be exact (sliding-window or recurrent layers, gradient checkpointing,
-    models without a cache argument): those take the one-pass path."""
-    if _checkpointing(model) or not (forward_accepts(model, "cache") or forward_accepts(model, "past_key_values")):
-        return None
-    try:
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        cache = DynamicCache(config=model.config)
-    except Exception:  # noqa: BLE001 - older transformers, unusual configs: use the one-pass path
-        return None
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    return cache
-
-
-def _checkpointing(model) -> bool:
-    # transformers 5 renamed is_gradient_checkpointing (which now warns) to is_activation_checkpointing
-    new = hasattr(type(model), "is_activation_checkpointing")
-    return bool(getattr(model, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False))
-
-
-def _shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, completion_ids,
-                          completion_mask):
-    """Run each distinct prompt once, copy its keys and values to the rows that share it, then run
-    the completions on top.
-
-    A completion token attends to the same keys, values and mask as in one pass over prompt +
-    completion, so the log-probabilities are the same (up to float summation order); gradients
-    reach the prompt's forward through the cache. With G samples per prompt this skips (G-1)/G of
-    the prompt tokens in the reference pass and in the policy's forward and backward.
-    """
-    t = completion_ids.shape[1]
-    u_ids, u_mask = prompt_ids[starts], prompt_mask[starts]                        # (u, P)
-    keep = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
-    out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, **{cache_kwarg(model): cache}, **keep)
-    first = out.logits[:, -1:][group]                    # (n, 1, V): the last prompt column predicts y_0
-    if t == 1:
-        return first
-    cache = output_cache(out)
-    cache.batch_select_indices(group)                    # (u, ...) -> (n, ...), differentiable
-    mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -(t - 1):]                # (n, T-1)
-    rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=position_ids,
-                 use_cache=True, **{cache_kwarg(model): cache}).logits                      # (n, T-1, V)
-    return torch.cat([first, rest], dim=1)                                          # (n, T, V)
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, with_entropy: bool = False,
@@ -189,23 +128,3 @@ def _shift_right(model, completion_ids: torch.Tensor) -> torch.Tensor:
         raise ValueError("the seq2seq model's config has no decoder_start_token_id")
     first = torch.full_like(completion_ids[:, :1], int(start))
     return torch.cat([first, completion_ids[:, :-1]], dim=1)
-
-
-def cache_kwarg(model) -> str:
-    """The forward argument that takes a KV cache: ``cache`` from transformers 5.24 on,
-    ``past_key_values`` before (still accepted there, with a deprecation warning)."""
-    return "cache" if forward_accepts(model, "cache") else "past_key_values"
-
-
-def output_cache(out):
-    """The KV cache of a model output, under either of transformers' names for it."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def forward_accepts(model, name: str) -> bool:
-    """Whether ``model.forward`` takes the keyword ``name`` (e.g. ``logits_to_keep``)."""
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False

@@ -6,7 +6,8 @@ each prompt is prefilled once and its cache copied G times (``generate`` with
 ``num_return_sequences`` prefills every copy), the log-probability of each sampled token comes
 for free from the logits already computed, and sampling draws one uniform per row from the
 caller's generator (inverse CDF), so a run is reproducible from its seed and does not pay for
-``torch.multinomial``, which is slow on CPU for large vocabularies.
+``torch.multinomial``, which is slow on CPU for large vocabularies. The decode cache appends in
+place (``rlft.rollout.growing_cache``); bf16 runs through ``rlft.models.bf16_emulation.autocast``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import torch
 from rlft.config import check_choice
 from rlft.data.templates import end_of_turn_id, fit_prompt
 from rlft.errors import RlftError
-from rlft.models.loading import Policy, autocast
-from rlft.models.logprobs import cache_kwarg, completion_logprobs, forward_accepts, output_cache, token_logprobs
+from rlft.models.bf16_emulation import autocast
+from rlft.models.forward import cache_kwarg, forward_accepts, output_cache
+from rlft.models.loading import Policy
+from rlft.models.logprobs import completion_logprobs, token_logprobs
 from rlft.rollout.base import Rollout
+from rlft.rollout.growing_cache import use_growing_layers
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +168,7 @@ class PlainSampler:
         except Exception:  # noqa: BLE001 - unusual (remote-code) configs: let the model build its cache
             cache = None
         if cache is not None:
-            _reserve(cache, max_new_tokens)
+            use_growing_layers(cache, max_new_tokens)
         kwargs = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
         # Left padding: the first real token of each row is at position 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -221,68 +225,6 @@ class PlainSampler:
 
     def _autocast(self):
         return autocast(self.device.type, self.autocast)
-
-
-def _reserve(cache, tokens: int) -> None:
-    """Swap the cache's empty plain layers for ones that grow into preallocated room for ``tokens``
-    more tokens (see ``_growing_layer_class``); sliding-window and other layer types are kept."""
-    layers = getattr(cache, "layers", None)
-    if not layers:
-        return
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:  # transformers before layered caches: keep its cache
-        return
-    for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and not layer.is_initialized:
-            layers[i] = _growing_layer_class()(tokens)
-
-
-_GROWING = None
-
-
-def _growing_layer_class():
-    """``DynamicLayer`` that appends into spare room instead of concatenating.
-
-    DynamicLayer copies the whole cache at every decode step (``torch.cat``), O(T^2) memory
-    traffic over a completion, about a tenth of decoding a small model on CPU. This layer keeps
-    keys and values in buffers with room for ``reserve`` more tokens and exposes the filled part as
-    a view; the numbers are the same. Anything that replaces ``keys`` (copying the cache per
-    sample, selecting rows) is detected and the buffer is rebuilt from the new tensors.
-    """
-    global _GROWING
-    if _GROWING is not None:
-        return _GROWING
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        def __init__(self, reserve: int):
-            super().__init__()
-            self.reserve = reserve
-            self._buffers = None  # (keys buffer, values buffer, the view last handed out)
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            old = self.keys.shape[-2] if self.keys.numel() else 0
-            new = old + key_states.shape[-2]
-            buffers = self._buffers
-            if buffers is None or buffers[2] is not self.keys or new > buffers[0].shape[-2]:
-                shape = (*key_states.shape[:-2], new + self.reserve, key_states.shape[-1])
-                kbuf, vbuf = key_states.new_empty(shape), value_states.new_empty(shape)
-                if old:
-                    kbuf[..., :old, :] = self.keys
-                    vbuf[..., :old, :] = self.values
-                buffers = (kbuf, vbuf, None)
-            kbuf, vbuf = buffers[0], buffers[1]
-            kbuf[..., old:new, :] = key_states
-            vbuf[..., old:new, :] = value_states
-            self.keys, self.values = kbuf[..., :new, :], vbuf[..., :new, :]
-            self._buffers = (kbuf, vbuf, self.keys)
-            return self.keys, self.values
-
-    _GROWING = GrowingLayer
-    return _GROWING
 
 
 def choose(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
