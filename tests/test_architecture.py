@@ -7,7 +7,8 @@ defines, which catches a function-level import of a name that moved.
 
 The layers, lowest first (a module may import its own layer and the layers below it):
 
-    base        errors, config, atomic, cache    what every stage shares
+    base        errors, config, atomic, cache,   what every stage shares
+                rundir
     data        data/*                            loading, templates, splits, counts
     models      models/*                          policy, reference, log-probabilities
     rollout     rollout/*                         sampling (uses models)
@@ -37,7 +38,7 @@ import rlft
 
 PACKAGE = "rlft"
 LAYERS: list[tuple[str, set[str]]] = [  # (layer, top-level names under rlft/), lowest first; "" = rlft/__init__
-    ("base", {"errors", "config", "atomic", "cache"}),
+    ("base", {"errors", "config", "atomic", "cache", "rundir"}),
     ("data", {"data"}),
     ("models", {"models"}),
     ("rollout", {"rollout"}),

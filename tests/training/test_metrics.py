@@ -12,7 +12,8 @@ import torch
 
 from rlft.errors import RlftError
 from rlft.training import metrics as metrics_mod
-from rlft.training.metrics import MetricsLogger, read_metrics, save_resolved_config
+from rlft.rundir import read_metrics
+from rlft.training.metrics import MetricsLogger, save_resolved_config
 
 
 def test_log_writes_strict_json_lines(tmp_path):
@@ -67,7 +68,7 @@ def test_read_metrics_tolerates_only_a_torn_last_line(tmp_path):
     path.write_text('{"step": 1, "split": "train"}\n{"step": 2, "spl')
     assert read_metrics(path) == [{"step": 1, "split": "train"}]
     path.write_text('{"step": 1, "split": "train"}\nnot json\n{"step": 3, "split": "train"}\n')
-    with pytest.raises(RlftError, match=r"metrics.jsonl:2: not a JSON object"):
+    with pytest.raises(RlftError, match=r"metrics.jsonl:2: not valid JSON"):
         read_metrics(path)
     with pytest.raises(RlftError, match="does not exist"):
         read_metrics(tmp_path / "nope.jsonl")

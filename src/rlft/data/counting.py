@@ -9,7 +9,6 @@ weights, sampler (``rlft.data.sampling``) and buckets (``rlft.data.buckets``) wo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import unicodedata
@@ -20,6 +19,7 @@ from typing import Any
 
 from rlft.data.example import Example
 from rlft.errors import RlftError, where
+from rlft.rundir import jsonable
 
 _SPACES = re.compile(r"\s+")
 _DIGITS = re.compile(r"\d+")  # Unicode decimal digits, so Arabic-Indic digits merge as well
@@ -70,8 +70,9 @@ class PromptCounter:
     ``add`` takes one row's checked fields; ``examples()`` (or ``merged()``) gives the result:
 
     - prompts merge when equal, or equal under ``normalize_prompt`` with ``normalize``;
-    - the first row of a prompt gives its text, id, line and extra columns (``meta``; a value that
-      is not JSON is stringified, so an Example can be saved);
+    - the first row of a prompt gives its text, id, line and extra columns (``meta``, made strict
+      JSON by ``rlft.rundir.jsonable``: NaN becomes None, a value JSON cannot hold its ``str``, so an
+      Example can be saved);
     - counts add up (integer counts stay exact ints however long the log);
     - references are the union over the rows, in first-seen order;
     - unique prompts come out in order of first appearance;
@@ -96,7 +97,7 @@ class PromptCounter:
         key = prompt_key(prompt, self.normalize)
         entry = self._entries.get(key)
         if entry is None:
-            meta = {k: _jsonable(v) for k, v in (meta or {}).items()}
+            meta = {k: jsonable(v, default=str) for k, v in (meta or {}).items()}
             entry = self._entries[key] = Merged(prompt, self._new_id(id, line), line, 0, Counter(), meta)
         entry.count += count
         entry.references.update(references)
@@ -115,12 +116,3 @@ class PromptCounter:
                             f"{self._id_lines[ex_id]}) for a different prompt; fix the ids or set data.id_field")
         self._id_lines[ex_id] = line
         return ex_id
-
-
-def _jsonable(value: Any) -> Any:
-    """Keep JSON values as they are; stringify the rest (timestamps, bytes) so meta can be saved."""
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value

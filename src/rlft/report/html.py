@@ -14,7 +14,6 @@ import dataclasses
 import datetime as _dt
 import html
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from rlft.report.table import (
     Group, Row, align_pair, bucket_groups, bucket_table, comparison_rows, comparison_table, display_name, fmt,
     fmt_ci, pick_examples,
 )
+from rlft.rundir import METRICS_FILE, jsonable, read_metrics
 
 _SHOWN_CHARS = 2000  # per text field in the HTML examples; the full text stays in eval/<tag>.json
 
@@ -50,27 +50,6 @@ font-size:.88em;border-radius:4px}
 """
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The lines of ``metrics.jsonl``. An unparsable *last* line is a write in progress and is skipped."""
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    last = max((i for i, text in enumerate(lines) if text.strip()), default=-1)
-    records = []
-    for i, text in enumerate(lines):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            if i == last:
-                break
-            raise RlftError(f"{where(str(path), i + 1)}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict):
-            raise RlftError(f"{where(str(path), i + 1)}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
-
-
 def load_eval(path: str | os.PathLike) -> dict:
     """One ``eval/<tag>.json``, checked to be a JSON object."""
     path = Path(path)
@@ -81,19 +60,6 @@ def load_eval(path: str | os.PathLike) -> dict:
     if not isinstance(data, dict):
         raise RlftError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe copy: NaN/inf become null (strict JSON has no NaN), dataclasses become dicts."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _clean(dataclasses.asdict(x))
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Path]) -> dict:
@@ -119,7 +85,7 @@ def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Pa
             "bootstrap": cmp["bootstrap"], "second_bootstrap": cmp["second_bootstrap"],
             "buckets": {g.key: g.result for g in cmp["groups"]},
         })
-    return _clean(out)
+    return jsonable(out)
 
 
 def _compare(before: dict, after: dict, before_src: str, after_src: str, n_resamples: int, seed: int) -> dict:
@@ -154,7 +120,7 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
     """
     run_dir = Path(run_dir)
     out_dir = Path(out) if out is not None else run_dir / "report"
-    metrics_path = run_dir / "metrics.jsonl"
+    metrics_path = run_dir / METRICS_FILE
     before_path, after_path = run_dir / "eval" / f"{before_tag}.json", run_dir / "eval" / f"{after_tag}.json"
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     cmp = None

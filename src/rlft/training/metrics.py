@@ -10,24 +10,22 @@ means "not a finite number" (or that the caller passed ``None``). Text samples f
 :meth:`MetricsLogger.log_text` are lines with ``"split": "text"`` and keys ``tag``/``text``.
 
 On resume from step ``k``, lines with ``step > k`` were written after the checkpoint by the
-run that died; they are dropped (the file is rewritten atomically) and TensorBoard events
-from ``k + 1`` on are purged, so curves don't double back on themselves.
+run that died; they are dropped (``rlft.rundir.truncate_metrics`` rewrites the file atomically)
+and TensorBoard events from ``k + 1`` on are purged, so curves don't double back on themselves.
+``rlft.rundir.read_metrics`` reads the file back.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
-from rlft.errors import RlftError, where
 from rlft.atomic import atomic_write
+from rlft.rundir import CONFIG_FILE, METRICS_FILE, jsonable, truncate_metrics
 
-METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 TEXT_SPLIT = "text"
 _RESERVED = ("step", "split", "time")
@@ -35,13 +33,11 @@ _tb_warned = False
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-ready scalar: tensors/NumPy scalars unwrapped, non-finite floats -> None."""
+    """A JSON-ready scalar: tensors/NumPy scalars unwrapped, non-finite floats -> None (``jsonable``)."""
     if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
         value = value.item()  # 0-d tensor or NumPy scalar; a larger tensor raises, as it should
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     if value is None or isinstance(value, (bool, int, float, str)):
-        return value
+        return jsonable(value)
     raise TypeError(f"metric value must be a number, string or None, got {type(value).__name__}")
 
 
@@ -53,7 +49,7 @@ class MetricsLogger:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / METRICS_FILE
         if resume_step is not None:
-            _truncate_after(self.path, resume_step)
+            truncate_metrics(self.path, resume_step)
         self._file = open(self.path, "a", encoding="utf-8")
         self._writer = _open_tensorboard(self.run_dir / TENSORBOARD_DIR, resume_step) if tensorboard else None
 
@@ -115,66 +111,6 @@ def _open_tensorboard(log_dir: Path, resume_step: int | None):
     return SummaryWriter(log_dir=str(log_dir), purge_step=purge, flush_secs=30)
 
 
-def _parse_lines(path: Path) -> tuple[list[tuple[str, dict]], list[int], int]:
-    """(raw line, record) pairs, the 1-based numbers of lines that are not JSON objects, line count."""
-    good, bad, number = [], [], 0
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                record = None
-            if isinstance(record, dict):
-                good.append((line if line.endswith("\n") else line + "\n", record))
-            else:
-                bad.append(number)
-    return good, bad, number
-
-
-def _truncate_after(path: Path, step: int) -> None:
-    if not path.exists():
-        return
-    good, bad, _ = _parse_lines(path)
-    if bad:  # typically the last line, cut short by the crash that we are resuming from
-        warnings.warn(f"{path}: dropping {len(bad)} unreadable line(s) (first: line {bad[0]})",
-                      RuntimeWarning, stacklevel=3)
-    kept = [line for line, record in good if int(record.get("step", 0)) <= step]
-    atomic_write(path, "".join(kept))
-
-
-def read_metrics(path: str | Path, split: str | None = None) -> list[dict[str, Any]]:
-    """All records of a ``metrics.jsonl`` (or of the one in run directory ``path``), in file order.
-
-    ``split`` keeps only that split's lines. A torn last line (a crash mid-write) is skipped;
-    an unreadable line elsewhere is an error.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    if not path.exists():
-        raise RlftError(f"{path}: metrics file does not exist")
-    good, bad, n_lines = _parse_lines(path)
-    bad = [b for b in bad if b != n_lines]
-    if bad:
-        raise RlftError(f"{where(str(path), bad[0])}: not a JSON object")
-    records = [record for _, record in good]
-    return [r for r in records if r.get("split") == split] if split is not None else records
-
-
-def _yaml_ready(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _yaml_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_yaml_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def save_resolved_config(run_dir: str | Path, config_dict: dict[str, Any]) -> Path:
     """Write the fully resolved config to ``run_dir/config.yaml`` (atomically), in field order.
 
@@ -184,6 +120,6 @@ def save_resolved_config(run_dir: str | Path, config_dict: dict[str, Any]) -> Pa
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.yaml"
-    atomic_write(path, yaml.safe_dump(_yaml_ready(config_dict), sort_keys=False, allow_unicode=True))
+    path = run_dir / CONFIG_FILE
+    atomic_write(path, yaml.safe_dump(jsonable(config_dict), sort_keys=False, allow_unicode=True))
     return path

@@ -24,6 +24,7 @@ from typing import Any, Iterator, TypeVar
 import torch
 
 from rlft.config import Config
+from rlft.rundir import jsonable
 
 S = TypeVar("S")
 
@@ -138,7 +139,7 @@ class Run:
         run = self.config.run
         if not (run.save_every and step % run.save_every == 0 or step == self.total or force):
             return
-        saved: dict[str, Any] = {"state": _jsonable(dataclasses.asdict(state)), "generators": self.generators}
+        saved: dict[str, Any] = {"state": jsonable(dataclasses.asdict(state)), "generators": self.generators}
         if self.stateful:
             saved["extra"] = {name: obj.state_dict() for name, obj in self.stateful.items()}
         save_checkpoint(self.run_dir, step, model=self.policy.trainable, tokenizer=self.policy.tokenizer,
@@ -169,11 +170,3 @@ def _restored(state: S, saved: dict[str, Any], where: Path) -> S:
     if unknown:  # written by another version of the loop
         warnings.warn(f"{where}: ignoring unknown loop state {', '.join(unknown)} on resume", stacklevel=3)
     return dataclasses.replace(state, **{k: v for k, v in saved.items() if k in names})
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return obj
