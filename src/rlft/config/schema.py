@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from rlft.algorithms import ALGORITHMS, KlEstimator, KlMode, LossNorm, setting_range
