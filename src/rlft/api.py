@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rlft.config import Config
 from rlft.errors import RlftError
 
+if TYPE_CHECKING:
+    from rlft.eval.result import EvalResult
+
 
 def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval", with_kl: bool = False,
-                   ref: str | None = None, max_examples: int | None = None, parts: Any = None) -> dict[str, Any]:
+                   ref: str | None = None, max_examples: int | None = None, parts: Any = None) -> EvalResult:
     """Greedy-decode the configured split and score it; writes ``output_dir/eval/<tag>.json``.
 
     Scores the whole split, or its first ``max_examples`` prompts. With ``eval.replay`` = N also a
     traffic replay of N requests (``rlft.eval.replay``), written to ``<tag>-replay.json`` and
-    returned under 'replay_eval'. ``with_kl``: also the KL to the
+    returned as the result's ``replay_eval``. ``with_kl``: also the KL to the
     starting model, ``ref`` (a model path or name) or, when not given, the ``model.name_or_path`` of
     the run whose output is evaluated (the config.yaml next to its final/ or checkpoints/ dir).
     """
-    from rlft.eval.evaluate import evaluate, write_eval
+    from rlft.eval.evaluate import evaluate
+    from rlft.eval.result import write_eval
     from rlft.training.setup import build_parts
 
     parts = parts or build_parts(config)
@@ -38,15 +43,13 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
         sample = replay_for(parts, parts.config.eval.replay, held_out=split)
         replay = evaluate_replay(parts, sample, tag=f"{tag}-replay", reference=reference)
         write_eval(Path(parts.config.run.output_dir), replay)
-        result = {**result, "replay_eval": replay}
+        result = dataclasses.replace(result, replay_eval=replay)
     return result
 
 
 def _starting_model(parts: Any, ref: str | None) -> Any:
     """The frozen model the evaluated one started from, as a ``Reference``: ``ref``, or the model
     named in the run's config.yaml when the evaluated model is a run's final/ or checkpoint dir."""
-    import dataclasses
-
     from rlft.config import load_config
     from rlft.models.loading import load_policy
     from rlft.models.reference import Reference

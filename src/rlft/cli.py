@@ -111,7 +111,7 @@ def _print_final(result: Any) -> None:
     last = result.evals[-1] if result.evals else None
     msg = f"done: {result.step} steps; model in {result.final_dir}"
     if last is not None:
-        msg += f"; validation {last['metric_name']} {last['metric']:.2f}"
+        msg += f"; validation {last.metric_name} {last.metric:.2f}"
     if result.skipped_steps:
         msg += f"; {result.skipped_steps} steps skipped for bad rewards"
     print(msg)
@@ -135,20 +135,20 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         raise RlftError(f"--max-examples must be >= 1, got {ns.max_examples}")
     result = evaluate_model(config, tag=ns.tag, with_kl=ns.kl or ns.ref is not None, ref=ns.ref,
                             max_examples=ns.max_examples)
-    rows = [("split", result["split"]), ("examples", result["n"]), (result["metric_name"], result["metric"]),
-            (result["second_metric_name"], result["second_metric"]), ("reward", result["reward"]),
-            ("kl", result["kl"]), ("length", result["length"]), ("truncation_rate", result["truncation_rate"])]
+    rows = [("split", result.split), ("examples", result.n), (result.metric_name, result.metric),
+            (result.second_metric_name, result.second_metric), ("reward", result.reward),
+            ("kl", result.kl), ("length", result.length), ("truncation_rate", result.truncation_rate)]
     for key in ("traffic_weighted", "unweighted", "head", "torso", "tail", "seen", "unseen"):
-        if result.get(key) is not None:
-            rows.append((key, result[key]))
+        if result.strata.get(key) is not None:
+            rows.append((key, result.strata[key]))
     for name, value in rows:
         print(f"{name:>18}  {value:.4g}" if isinstance(value, float) else f"{name:>18}  {value}")
-    for s in result["samples"]:
+    for s in result.samples:
         print(f"\n> {s['prompt']}\n= {s['reference']}\n< {s['output']}")
-    if result.get("replay_eval"):
+    if result.replay_eval is not None:
         from rlft.report import replay_table
 
-        print("\n" + replay_table(result["replay_eval"]))
+        print("\n" + replay_table(result.replay_eval))
     return 0
 
 

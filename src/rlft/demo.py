@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlft.eval.result import EvalResult
 
 # The two profiles' settings, with the reasons for them, are YAML files in the package.
 PROFILES = Path(__file__).resolve().parent / "assets" / "demo"
@@ -46,7 +49,8 @@ def demo_config(args: list[str], *, quick: bool = False, base: bool = False) -> 
 
 def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int:
     from rlft.eval.bootstrap import paired_bootstrap
-    from rlft.eval.evaluate import evaluate, write_eval
+    from rlft.eval.evaluate import evaluate
+    from rlft.eval.result import write_eval
     from rlft.models.loading import load_reference
     from rlft.eval.replay import evaluate_replay, replay_for
     from rlft.report import comparison_table, traffic_tables, write_report
@@ -80,10 +84,10 @@ def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int
     if replay_after:
         write_eval(run_dir, replay_after)
 
-    ci = paired_bootstrap(before["per_example"], after["per_example"], seed=config.run.seed)
+    ci = paired_bootstrap(before.per_example, after.per_example, seed=config.run.seed)
     second = None
-    if before.get("second_per_example"):
-        second = paired_bootstrap(before["second_per_example"], after["second_per_example"], seed=config.run.seed)
+    if before.second_per_example:
+        second = paired_bootstrap(before.second_per_example, after.second_per_example, seed=config.run.seed)
     print()
     print(comparison_table(before, after, bootstrap=ci, second_bootstrap=second))
     print()
@@ -95,7 +99,7 @@ def run_demo(args: list[str], *, quick: bool = False, base: bool = False) -> int
     return 0
 
 
-def _write_figures(run_dir: Path, config: Any, before: dict, after: dict, ci: Any, second: Any,
+def _write_figures(run_dir: Path, config: Any, before: EvalResult, after: EvalResult, ci: Any, second: Any,
                    seconds: float) -> None:
     """``demo.json``: the demo's own figures with the machine they came from (BENCHMARKS.md cites it)."""
     import json
@@ -112,14 +116,14 @@ def _write_figures(run_dir: Path, config: Any, before: dict, after: dict, ci: An
         "command": "rlft demo", "model": config.model.name_or_path, "task": config.data.task,
         "lora_r": config.lora.r, "precision": config.run.precision, "steps": config.run.steps,
         "prompts_per_step": config.rollout.prompts_per_step, "group_size": config.rollout.group_size,
-        "seed": config.run.seed, "test_rows": before["n"], "metric_name": before["metric_name"],
+        "seed": config.run.seed, "test_rows": before.n, "metric_name": before.metric_name,
         "before": ci.mean_before, "after": ci.mean_after, "delta": ci.delta, "ci": [ci.low, ci.high],
-        "significant": ci.significant, "second_metric_name": before.get("second_metric_name"),
+        "significant": ci.significant, "second_metric_name": before.second_metric_name,
         "second_delta": second.delta if second else None, "second_ci": [second.low, second.high] if second else None,
-        "kl_after": after.get("kl"), "kl_rows": after.get("kl_n"), "length": [before.get("length"), after.get("length")],
-        "truncation_rate": [before.get("truncation_rate"), after.get("truncation_rate")],
-        "copy_rate": [before.get("copy_rate"), after.get("copy_rate")],
-        "length_ratio": [before.get("length_ratio"), after.get("length_ratio")],
+        "kl_after": after.kl, "kl_rows": after.kl_n, "length": [before.length, after.length],
+        "truncation_rate": [before.truncation_rate, after.truncation_rate],
+        "copy_rate": [before.monitors.get("copy_rate"), after.monitors.get("copy_rate")],
+        "length_ratio": [before.monitors.get("length_ratio"), after.monitors.get("length_ratio")],
         "seconds": seconds, "machine": machine,
     }
     atomic_write(run_dir / "demo.json", json.dumps(figures, indent=2) + "\n")

@@ -75,13 +75,14 @@ def test_cache_baseline_by_hand():
 
 def test_evaluate_replay_decodes_each_prompt_once_with_request_counts(monkeypatch):
     import rlft.eval.evaluate as E
+    from rlft.eval.result import EvalResult
 
     seen_calls = []
 
     def fake_evaluate(parts, examples, **kw):
         seen_calls.append(list(examples))
-        return {"metric_name": "exact_match", "per_example": [0.0] * len(examples),
-                "counts": [ex.count for ex in examples]}
+        return EvalResult.from_dict({"metric_name": "exact_match", "per_example": [0.0] * len(examples),
+                                     "counts": [ex.count for ex in examples]})
 
     monkeypatch.setattr(E, "evaluate", fake_evaluate)
     s = R.replay_sample(TRAIN, HELD_OUT, 25, seed=2)
@@ -90,5 +91,6 @@ def test_evaluate_replay_decodes_each_prompt_once_with_request_counts(monkeypatc
     assert [ex.id for ex in decoded] == [ex.id for ex in s.examples]
     assert [ex.count for ex in decoded] == [float(k) for k in s.weights]
     # the cache answers seen prompts with their training reference (exact match 100), new ones not at all
-    assert out["cache_per_example"] == [100.0 if seen else None for seen in s.seen]
-    assert out["replay"]["seen"] == list(s.seen) and out["replay"]["p_new"] == pytest.approx(0.2)
+    assert out.cache_per_example == [100.0 if seen else None for seen in s.seen]
+    assert out.replay["seen"] == list(s.seen) and out.replay["p_new"] == pytest.approx(0.2)
+    assert list(out)[-2:] == ["cache_per_example", "replay"]  # the file's last two keys, as before

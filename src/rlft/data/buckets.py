@@ -15,13 +15,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rlft.data.counting import prompt_key
 from rlft.data.example import Example
 from rlft.errors import RlftError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so eval results and the report load without it
+    import torch
 
 BUCKETS = ("head", "torso", "tail")
 SEEN, UNSEEN = "seen", "unseen"  # 'seen': in training, whose counts are all equal (no head or tail)
@@ -222,5 +223,7 @@ def apply_tail_boost(p: torch.Tensor, is_tail: torch.Tensor, multiplier: float) 
         raise RlftError(f"apply_tail_boost: p has shape {tuple(p.shape)}, is_tail {tuple(is_tail.shape)}")
     if not math.isfinite(multiplier) or multiplier <= 0:
         raise RlftError(f"apply_tail_boost: multiplier must be positive, got {multiplier}")
+    import torch
+
     boosted = torch.where(is_tail, p * multiplier, p)  # (U,)
     return boosted / boosted.sum()

@@ -1,20 +1,19 @@
 """Greedy-decode evaluation: task metric, reward, KL to the reference, length, truncation, and the
 reward-hacking monitors (``rlft.eval.monitors``) with each reward component's mean.
 
-The result is a plain dict with the fields the report reads (see ``rlft.report``), written
-to ``run_dir/eval/<tag>.json``.
+The result is an ``rlft.eval.result.EvalResult``, written to ``run_dir/eval/<tag>.json`` by
+``write_eval`` and read back by the report.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from rlft.data.example import Example
+from rlft.eval.result import EvalResult
 
 
 @torch.no_grad()
@@ -48,16 +47,16 @@ def evaluate(
     freq_buckets: bool = True,
     progress: bool = False,
     kl_rows: int | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Greedy-decode ``examples`` in batches and score them (``progress``: a bar over the batches).
 
     The exact KL to ``reference`` costs two more forward passes with full-vocabulary outputs;
     ``kl_rows`` limits it to the batches that start within the first ``kl_rows`` examples
     (``kl_n`` says how many rows it covers).
 
-    Returns the report's eval dict: metric (0-100, mean of sentence scores) with per-example
-    scores, a second metric, mean reward, KL to ``reference`` (None without one), mean length,
-    truncation rate, traffic buckets and stratified scores, and sample outputs.
+    Returns the ``EvalResult``: metric (0-100, mean of sentence scores) with per-example scores,
+    a second metric, mean reward, KL to ``reference`` (None without one), mean length, truncation
+    rate, the monitors, traffic buckets and stratified scores, and sample outputs.
     """
     from tqdm.auto import tqdm
 
@@ -99,24 +98,8 @@ def evaluate(
     refs = [ex.references for ex in examples]
     per_example = METRICS[metric_name].sentence(outputs, refs)
     second = METRICS[second_name].sentence(outputs, refs) if second_name else None
-    out: dict[str, Any] = {
-        "tag": tag, "step": step, "split": split, "n": len(examples),
-        "metric_name": metric_name, "metric": _mean(per_example), "per_example": per_example,
-        "corpus_metric": METRICS[metric_name].corpus(outputs, refs),
-        "second_metric_name": second_name, "second_metric": _mean(second) if second else None,
-        "second_per_example": second,
-        "reward": _mean([r for r in rewards if math.isfinite(r)]),
-        "kl": (kl_sum / kl_tokens) if kl_tokens else None, "kl_n": kl_n,
-        "length": _mean(lengths), "truncation_rate": _mean([float(t) for t in truncated]),
-        "ids": [ex.id for ex in examples], "counts": [ex.count for ex in examples],
-        "outputs": outputs,
-        "samples": [{"id": ex.id, "prompt": ex.prompt, "reference": ex.references[0], "output": o}
-                    for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
-    }
-    out.update(text_monitors([ex.prompt for ex in examples], outputs, refs, language=config.eval.language,
-                             cjk=config.reward.cjk))
-    if len(columns) > 1:
-        out.update({k: _mean(v) for k, v in columns.items()})
+    buckets = train_counts = rule = None
+    strata: dict[str, Any] = {}
     if freq_buckets:  # buckets from the TRAINING counts; prompts absent from training are 'unseen'
         from rlft.data.buckets import bucket_examples, stratified_scores
 
@@ -124,9 +107,24 @@ def evaluate(
         rule, train_counts, buckets = bucket_examples(
             examples, parts.splits.get("train", []), head_share=freq.head_share, torso_share=freq.torso_share,
             normalize=freq.normalize)
-        out.update({"buckets": buckets, "train_counts": train_counts, "bucket_rule": rule.describe()})
-        out.update(stratified_scores(per_example, [ex.count for ex in examples], buckets))
-    return out
+        strata = stratified_scores(per_example, [ex.count for ex in examples], buckets)
+    return EvalResult(
+        tag=tag, step=step, split=split, n=len(examples),
+        metric_name=metric_name, metric=_mean(per_example), per_example=per_example,
+        corpus_metric=METRICS[metric_name].corpus(outputs, refs),
+        second_metric_name=second_name, second_metric=_mean(second) if second else None,
+        second_per_example=second,
+        reward=_mean([r for r in rewards if math.isfinite(r)]),
+        kl=(kl_sum / kl_tokens) if kl_tokens else None, kl_n=kl_n,
+        length=_mean(lengths), truncation_rate=_mean([float(t) for t in truncated]),
+        ids=[ex.id for ex in examples], counts=[ex.count for ex in examples],
+        outputs=outputs,
+        samples=[{"id": ex.id, "prompt": ex.prompt, "reference": ex.references[0], "output": o}
+                 for ex, o in list(zip(examples, outputs))[: max(config.eval.show_samples, 0)]],
+        monitors=text_monitors([ex.prompt for ex in examples], outputs, refs, language=config.eval.language,
+                               cjk=config.reward.cjk),
+        components={k: _mean(v) for k, v in columns.items()} if len(columns) > 1 else {},
+        buckets=buckets, train_counts=train_counts, bucket_rule=rule.describe() if rule is not None else None, strata=strata)
 
 
 def metric_names(config: Any) -> tuple[str, str | None]:
@@ -145,22 +143,15 @@ def metric_names(config: Any) -> tuple[str, str | None]:
     return name, second
 
 
-def log_summary(result: dict[str, Any]) -> dict[str, float | None]:
+def log_summary(result: EvalResult) -> dict[str, float | None]:
     """The scalar part of an eval result, for metrics.jsonl."""
-    from rlft.eval.monitors import COMPONENT_PREFIX, MONITOR_KEYS
+    from rlft.eval.monitors import MONITOR_KEYS
 
     keys = ["metric", "corpus_metric", "second_metric", "reward", "kl", "length", "truncation_rate",
-            "traffic_weighted", "unweighted", "head", "torso", "tail", "unseen", "rare", *MONITOR_KEYS]
-    keys += [k for k in result if k.startswith(COMPONENT_PREFIX)]
-    return {k: result[k] for k in keys if k in result}
-
-
-def write_eval(run_dir: Path, result: dict[str, Any]) -> Path:
-    """Atomically write ``run_dir/eval/<tag>.json``."""
-    from rlft.atomic import atomic_write
-
-    return atomic_write(Path(run_dir) / "eval" / f"{result['tag']}.json",
-                        json.dumps(result, ensure_ascii=False, indent=1))
+            "traffic_weighted", "unweighted", "head", "torso", "tail", "unseen", "rare", *MONITOR_KEYS,
+            *result.components]
+    values = result.to_dict()
+    return {k: values[k] for k in keys if k in values}
 
 
 def _mean(xs: Sequence[float] | None) -> float:
@@ -168,4 +159,4 @@ def _mean(xs: Sequence[float] | None) -> float:
     return float(sum(xs) / len(xs)) if xs else float("nan")
 
 
-Evaluator = Callable[..., dict[str, Any]]
+Evaluator = Callable[..., EvalResult]

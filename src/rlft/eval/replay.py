@@ -31,11 +31,14 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlft.data.counting import prompt_key
 from rlft.data.example import Example
 from rlft.errors import RlftError
+
+if TYPE_CHECKING:
+    from rlft.eval.result import EvalResult
 
 
 def unseen_share(counts: Sequence[float]) -> float:
@@ -150,10 +153,10 @@ def baselines(model_scores: Sequence[float], cache_scores: Sequence[float | None
 
 
 def evaluate_replay(parts: Any, sample: ReplaySample, *, tag: str = "replay", step: int = 0,
-                    reference: Any = None, progress: bool = False) -> dict[str, Any]:
+                    reference: Any = None, progress: bool = False) -> EvalResult:
     """Decode each unique prompt of ``sample`` once and score it (``rlft.eval.evaluate``).
 
-    The eval dict's ``counts`` are the requests per prompt, so its 'traffic_weighted' is the mean
+    The result's ``counts`` are the requests per prompt, so its 'traffic_weighted' is the mean
     per request; ``cache_per_example`` is the cache answer's score (None for new prompts);
     ``replay`` holds the sample's model numbers.
     """
@@ -163,12 +166,12 @@ def evaluate_replay(parts: Any, sample: ReplaySample, *, tag: str = "replay", st
     weighted = [dataclasses.replace(ex, count=float(w)) for ex, w in zip(sample.examples, sample.weights)]
     out = evaluate(parts, weighted, reference=reference, tag=tag, step=step, split="replay", progress=progress)
     answers = cache_answers(sample)
-    scored = METRICS[out["metric_name"]].sentence([a or "" for a in answers], [ex.references for ex in sample.examples])
-    out["cache_per_example"] = [s if a is not None else None for s, a in zip(scored, answers)]
-    out["replay"] = {"requests": len(sample.requests), "seed": sample.seed, "p_new": sample.p_new,
-                     "log_requests": sample.log_requests, "singletons": sample.singletons, "pool": sample.pool,
-                     "pool_reused": sample.pool_reused, "seen": list(sample.seen)}
-    return out
+    scored = METRICS[out.metric_name].sentence([a or "" for a in answers], [ex.references for ex in sample.examples])
+    return dataclasses.replace(
+        out, cache_per_example=[s if a is not None else None for s, a in zip(scored, answers)],
+        replay={"requests": len(sample.requests), "seed": sample.seed, "p_new": sample.p_new,
+                "log_requests": sample.log_requests, "singletons": sample.singletons, "pool": sample.pool,
+                "pool_reused": sample.pool_reused, "seen": list(sample.seen)})
 
 
 def replay_for(parts: Any, n: int, *, held_out: str = "test", seed: int | None = None) -> ReplaySample:

@@ -209,14 +209,14 @@ def _validate(run: Run, step: int, reference: Any, watch: Any, traffic: TrafficP
     from rlft.eval.evaluate import log_summary
 
     ev = run.evaluate(step, reference=reference)
-    flags = watch.update(ev["metric"])
+    flags = watch.update(ev.metric)
     run.logger.log(step, "validation", {**log_summary(ev), **flags})
     if flags["reward_metric_divergence"]:
-        print(watch.message(ev["metric_name"]))
-    for s in ev["samples"]:
+        print(watch.message(ev.metric_name))
+    for s in ev.samples:
         run.logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
     # The rare prompts: the training tail and prompts unseen in training (a held-out split's are all unseen).
-    decision = traffic.guard_tail(ev.get("rare"))
+    decision = traffic.guard_tail(ev.strata.get("rare"))
     if decision is not None and decision.message:
         run.logger.log(step, "validation", {"tail_guard_multiplier": decision.multiplier})
         print(decision.message)

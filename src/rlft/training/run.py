@@ -19,12 +19,15 @@ import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 
 import torch
 
 from rlft.config import Config
 from rlft.rundir import jsonable
+
+if TYPE_CHECKING:
+    from rlft.eval.result import EvalResult
 
 S = TypeVar("S")
 
@@ -34,7 +37,7 @@ class RunResult:
     run_dir: Path
     step: int
     final_dir: Path | None
-    evals: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[EvalResult] = field(default_factory=list)  # the validation evaluations, in order
     skipped_steps: int = 0
 
 
@@ -120,7 +123,7 @@ class Run:
             return bool(self.val_set) and self.eval_at_start and self.start == 0
         return bool(self.val_set) and (every > 0 and step % every == 0 or step == self.total)
 
-    def evaluate(self, step: int, *, reference: Any = None) -> dict[str, Any]:
+    def evaluate(self, step: int, *, reference: Any = None) -> EvalResult:
         """Greedy evaluation on the validation set, in eval mode (the model's mode is restored after)."""
         from rlft.eval.evaluate import evaluate
 

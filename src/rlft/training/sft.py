@@ -164,8 +164,8 @@ def _validate(run: Run, state: SFTState, step: int) -> None:
 
     ev = run.evaluate(step)
     run.logger.log(step, "validation", log_summary(ev))
-    if state.best_metric is None or ev["metric"] > state.best_metric:
-        state.best_metric, state.best_step = ev["metric"], step
+    if state.best_metric is None or ev.metric > state.best_metric:
+        state.best_metric, state.best_step = ev.metric, step
         run.export("best")
-    run.write(f"step {step}: validation {ev['metric_name']} {ev['metric']:.2f} "
+    run.write(f"step {step}: validation {ev.metric_name} {ev.metric:.2f} "
               f"(best {state.best_metric:.2f} at step {state.best_step})")
