@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ def test_jsonable_hands_unknown_objects_to_default_or_raises():
             return "odd"
 
     assert jsonable({"a": [Odd()]}, default=str) == {"a": ["odd"]}
+    kept = jsonable({"a": [float("nan"), np.float64("inf")]}, allow_nan=True)["a"]  # json.dumps's own default
+    assert math.isnan(kept[0]) and kept[1] == float("inf")
     with pytest.raises(TypeError, match="Odd is not JSON serializable"):
         jsonable({"a": Odd()})
 

@@ -36,28 +36,30 @@ def eval_path(run_dir: str | os.PathLike, tag: str) -> Path:
     return Path(run_dir) / EVAL_DIR / f"{tag}.json"
 
 
-def jsonable(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
+def jsonable(obj: Any, default: Callable[[Any], Any] | None = None, *, allow_nan: bool = False) -> Any:
     """A copy of ``obj`` that strict JSON (``json.dumps(..., allow_nan=False)``) and ``yaml.safe_dump`` take.
 
     Dataclasses and mappings become dicts with str keys; lists and tuples lists; tensors and NumPy
     arrays or scalars their ``tolist()``; paths strings; NaN and infinities None (strict JSON has
-    neither, and a ``null`` metric reads as "not a finite number"). Any other object goes to
-    ``default`` (as in ``json.dumps``; e.g. ``str``), or is a TypeError.
+    neither, and a ``null`` metric reads as "not a finite number"), or kept with ``allow_nan``
+    (as ``json.dumps`` does by default). Any other object goes to ``default`` (as in
+    ``json.dumps``; e.g. ``str``), or is a TypeError.
     """
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):
-        return float(obj) if math.isfinite(obj) else None
+        return float(obj) if allow_nan or math.isfinite(obj) else None
     if isinstance(obj, Mapping):  # before dataclasses: a dataclass that is a mapping (EvalResult) is its items
-        return {str(k): jsonable(v, default) for k, v in obj.items()}
+        return {str(k): jsonable(v, default, allow_nan=allow_nan) for k, v in obj.items()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name), default) for f in dataclasses.fields(obj)}
+        return {f.name: jsonable(getattr(obj, f.name), default, allow_nan=allow_nan)
+                for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v, default) for v in obj]
+        return [jsonable(v, default, allow_nan=allow_nan) for v in obj]
     if isinstance(obj, PurePath):
         return str(obj)
     if callable(getattr(obj, "tolist", None)):  # torch.Tensor, numpy.ndarray, numpy scalars
-        return jsonable(obj.tolist(), default)
+        return jsonable(obj.tolist(), default, allow_nan=allow_nan)
     if default is not None:
         return default(obj)
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")

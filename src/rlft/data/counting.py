@@ -70,9 +70,9 @@ class PromptCounter:
     ``add`` takes one row's checked fields; ``examples()`` (or ``merged()``) gives the result:
 
     - prompts merge when equal, or equal under ``normalize_prompt`` with ``normalize``;
-    - the first row of a prompt gives its text, id, line and extra columns (``meta``, made strict
-      JSON by ``rlft.rundir.jsonable``: NaN becomes None, a value JSON cannot hold its ``str``, so an
-      Example can be saved);
+    - the first row of a prompt gives its text, id, line and extra columns (``meta``, made JSON by
+      ``rlft.rundir.jsonable``: a value JSON cannot hold becomes its ``str``, so an Example can be
+      saved; a NaN cell stays NaN, which a template shows as 'nan');
     - counts add up (integer counts stay exact ints however long the log);
     - references are the union over the rows, in first-seen order;
     - unique prompts come out in order of first appearance;
@@ -97,7 +97,7 @@ class PromptCounter:
         key = prompt_key(prompt, self.normalize)
         entry = self._entries.get(key)
         if entry is None:
-            meta = {k: jsonable(v, default=str) for k, v in (meta or {}).items()}
+            meta = {k: jsonable(v, default=str, allow_nan=True) for k, v in (meta or {}).items()}
             entry = self._entries[key] = Merged(prompt, self._new_id(id, line), line, 0, Counter(), meta)
         entry.count += count
         entry.references.update(references)

@@ -121,5 +121,5 @@ def save_resolved_config(run_dir: str | Path, config_dict: dict[str, Any]) -> Pa
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CONFIG_FILE
-    atomic_write(path, yaml.safe_dump(jsonable(config_dict), sort_keys=False, allow_unicode=True))
+    atomic_write(path, yaml.safe_dump(jsonable(config_dict, allow_nan=True), sort_keys=False, allow_unicode=True))
     return path

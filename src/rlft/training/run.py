@@ -142,7 +142,7 @@ class Run:
         run = self.config.run
         if not (run.save_every and step % run.save_every == 0 or step == self.total or force):
             return
-        saved: dict[str, Any] = {"state": jsonable(dataclasses.asdict(state)), "generators": self.generators}
+        saved: dict[str, Any] = {"state": jsonable(state, allow_nan=True), "generators": self.generators}
         if self.stateful:
             saved["extra"] = {name: obj.state_dict() for name, obj in self.stateful.items()}
         save_checkpoint(self.run_dir, step, model=self.policy.trainable, tokenizer=self.policy.tokenizer,
