@@ -123,3 +123,14 @@ def test_describe_wording():
     assert describe(_result(0.0, 0.0, 0.0), "chrF").endswith("no significant change (interval contains 0)")
     # For an error-style metric a drop is the improvement.
     assert describe(_result(-1.2, -2.0, -0.4), "TER", higher_is_better=False).endswith(": improved")
+
+
+def test_verdict_is_an_explicit_value():
+    from rlft.eval.bootstrap import Verdict, verdict
+
+    assert verdict(_result(2.31, 0.84, 3.80)) is Verdict.IMPROVED
+    assert verdict(_result(-1.2, -2.0, -0.4)) is Verdict.WORSE
+    assert verdict(_result(-1.2, -2.0, -0.4), higher_is_better=False) is Verdict.IMPROVED
+    assert verdict(_result(0.5, -0.2, 1.2)) is Verdict.NO_CHANGE
+    undefined = BootstrapResult(50.0, 50.0, 0.0, float("nan"), float("nan"), False, 1)
+    assert verdict(undefined) is Verdict.NO_CHANGE and describe(undefined, "chrF").endswith("): no significant change")

@@ -3,6 +3,8 @@
 import json
 import math
 
+from rlft.eval.result import EvalResult
+
 N = 12
 BUCKETS = ["head"] * 3 + ["torso"] * 4 + ["tail"] * 5
 COUNTS = [100.0, 80.0, 50.0, 10.0, 8.0, 6.0, 5.0, 1.0, 1.0, 1.0, 1.0, 1.0]
@@ -10,7 +12,7 @@ SHIFT = {"head": 10.0, "torso": 0.0, "tail": -4.0}  # exact per-bucket changes
 
 
 def _eval(tag, step, per_example, outputs, second=None):
-    return {
+    return EvalResult.from_dict({
         "tag": tag, "step": step, "split": "validation", "metric_name": "chrf",
         "metric": sum(per_example) / len(per_example), "per_example": per_example,
         "ids": [f"ex{i}" for i in range(N)], "counts": list(COUNTS), "buckets": list(BUCKETS),
@@ -20,7 +22,7 @@ def _eval(tag, step, per_example, outputs, second=None):
         "truncation_rate": 0.25 if tag == "before" else 0.0,
         "samples": [{"id": f"ex{i}", "prompt": f"<script>alert({i})</script> translate this " + "word " * 40,
                      "reference": f"reference {i} & more", "output": outputs[i]} for i in range(5)],
-    }
+    })
 
 
 def make_evals():

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 from tests.report.report_fixtures import BUCKETS, COUNTS, SHIFT, make_evals
 
@@ -54,7 +56,7 @@ def test_pick_examples_shows_largest_gain_and_drop(evals):
     # Nothing got worse, so the example at the bottom is labelled for what it is.
     assert "largest drop" not in labels
     assert labels["unchanged"]["score_after"] == labels["unchanged"]["score_before"]
-    after = dict(after, per_example=[s - 20.0 if i == 4 else s for i, s in enumerate(after["per_example"])])
+    after = replace(after, per_example=[s - 20.0 if i == 4 else s for i, s in enumerate(after["per_example"])])
     drop = next(p for p in pick_examples(before, after) if p["label"] == "largest drop")
     assert drop["id"] == "ex4" and drop["score_after"] - drop["score_before"] == -20.0
     assert len({p["id"] for p in picked}) == 3
@@ -62,7 +64,7 @@ def test_pick_examples_shows_largest_gain_and_drop(evals):
 
 def test_ci_gets_its_own_row_when_metric_is_not_the_per_example_mean(evals):
     before, after = evals
-    before, after = dict(before, metric=41.0, corpus_metric=40.0), dict(after, metric=44.0, corpus_metric=43.5)
+    before, after = replace(before, metric=41.0, corpus_metric=40.0), replace(after, metric=44.0, corpus_metric=43.5)
     rows = {r.key: r for r in comparison_rows(before, after, bootstrap=_boots(before, after)[0])}
     assert rows["metric"].ci is None and rows["metric"].change == 3.0
     assert rows["metric_mean"].ci is not None and rows["metric_mean"].label == "chrF (mean per example)"
@@ -88,19 +90,18 @@ def test_bucket_table_per_bucket_numbers(evals):
 
 def test_bucket_table_empty_without_buckets_or_counts(evals):
     before, after = evals
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("buckets", "counts")}  # noqa: E731
+    strip = lambda d: replace(d, buckets=None, counts=None)  # noqa: E731
     assert bucket_table(strip(before), strip(after)) == ""
 
 
 def test_align_pair_reorders_by_id_and_rejects_other_examples(evals):
     before, after = evals
     order = list(reversed(range(12)))
-    shuffled = dict(after, ids=[after["ids"][i] for i in order],
-                    per_example=[after["per_example"][i] for i in order])
+    shuffled = replace(after, ids=[after.ids[i] for i in order], per_example=[after.per_example[i] for i in order])
     _, aligned = align_pair(before, shuffled)
-    assert aligned["per_example"] == after["per_example"]
-    other = dict(after, ids=[f"zz{i}" for i in range(12)])
+    assert aligned.per_example == after.per_example and aligned.ids == after.ids
+    other = replace(after, ids=[f"zz{i}" for i in range(12)])
     with pytest.raises(RlftError, match=r"eval/after.json: field 'ids': not the same examples"):
         align_pair(before, other, after_src="eval/after.json")
     with pytest.raises(RlftError, match=r"field 'per_example'"):
-        align_pair(before, dict(after, per_example=[1.0, None] + after["per_example"][2:]))
+        align_pair(before, replace(after, per_example=[1.0, None] + after.per_example[2:]))

@@ -1,11 +1,13 @@
 """The traffic tables: bucket table or its one-line explanation, and the replay table."""
 
+from rlft.eval.result import EvalResult
 from rlft.report import bucket_table, replay_table, traffic_tables
 
 
 def _eval(per_example, buckets, counts, **extra):
-    return {"tag": "x", "metric_name": "chrf", "per_example": per_example, "ids": [f"e{i}" for i in range(len(counts))],
-            "buckets": buckets, "counts": counts, **extra}
+    return EvalResult.from_dict({"tag": "x", "metric_name": "chrf", "per_example": per_example,
+                                 "ids": [f"e{i}" for i in range(len(counts))], "buckets": buckets, "counts": counts,
+                                 **extra})
 
 
 def _replay(per_example):

@@ -13,6 +13,7 @@ expression and works for any per-example metric.
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -126,18 +127,27 @@ def paired_bootstrap(
     )
 
 
-def verdict(result: BootstrapResult, *, higher_is_better: bool = True) -> str:
-    """'improved', 'worse' or 'no significant change (interval contains 0)'."""
-    if not result.significant:
-        return "no significant change (interval contains 0)"
+class Verdict(str, enum.Enum):
+    """What a paired interval says about a change."""
+
+    IMPROVED = "improved"
+    WORSE = "worse"
+    NO_CHANGE = "no significant change"  # the interval contains 0, or is undefined
+
+
+def verdict(result: BootstrapResult, *, higher_is_better: bool = True) -> Verdict:
+    """IMPROVED or WORSE when the interval excludes 0 (by the direction that is better), else NO_CHANGE."""
+    if not result.significant:  # an undefined (NaN) interval is not significant either
+        return Verdict.NO_CHANGE
     went_up = result.low > 0.0
-    return "improved" if went_up == higher_is_better else "worse"
+    return Verdict.IMPROVED if went_up == higher_is_better else Verdict.WORSE
 
 
 def describe(result: BootstrapResult, name: str, *, higher_is_better: bool = True) -> str:
     """One honest line, e.g. ``chrF +2.31 (95% CI +0.84 to +3.80): improved``."""
     level = f"{result.confidence * 100:.4g}%"
     if math.isnan(result.low):
-        return f"{name} {result.delta:+.2f} ({level} CI undefined): no significant change"
-    return (f"{name} {result.delta:+.2f} ({level} CI {result.low:+.2f} to {result.high:+.2f}): "
-            f"{verdict(result, higher_is_better=higher_is_better)}")
+        return f"{name} {result.delta:+.2f} ({level} CI undefined): {Verdict.NO_CHANGE.value}"
+    said = verdict(result, higher_is_better=higher_is_better)
+    why = " (interval contains 0)" if said is Verdict.NO_CHANGE else ""
+    return f"{name} {result.delta:+.2f} ({level} CI {result.low:+.2f} to {result.high:+.2f}): {said.value}{why}"

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rlft.atomic import atomic_write
-from rlft.errors import RlftError, where
-from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
+from rlft.errors import RlftError
+from rlft.eval.bootstrap import Verdict
+from rlft.eval.result import read_eval
 from rlft.report import monitors, plots
-from rlft.report.table import (
-    Group, Row, align_pair, bucket_groups, bucket_table, comparison_rows, comparison_table, display_name, fmt,
-    fmt_ci, pick_examples,
-)
-from rlft.rundir import METRICS_FILE, jsonable, read_metrics
+from rlft.report.compare import Comparison, compare
+from rlft.report.table import display_name, fmt, fmt_ci, pick_examples
+from rlft.rundir import METRICS_FILE, eval_path, jsonable, read_metrics
 
 _SHOWN_CHARS = 2000  # per text field in the HTML examples; the full text stays in eval/<tag>.json
 
@@ -50,19 +49,7 @@ font-size:.88em;border-radius:4px}
 """
 
 
-def load_eval(path: str | os.PathLike) -> dict:
-    """One ``eval/<tag>.json``, checked to be a JSON object."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RlftError(f"{where(str(path), err.lineno)}: not valid JSON ({err.msg})") from None
-    if not isinstance(data, dict):
-        raise RlftError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Path]) -> dict:
+def _summary(run_dir: Path, metrics: list[dict], cmp: Comparison | None, pngs: list[Path]) -> dict:
     train = [m for m in metrics if m.get("split") == "train"]
     evals = [m for m in metrics if m.get("split") not in (None, "train")]
     steps = [m["step"] for m in train if isinstance(m.get("step"), (int, float))]
@@ -75,39 +62,17 @@ def _summary(run_dir: Path, metrics: list[dict], cmp: dict | None, pngs: list[Pa
         "divergence_steps": monitors.divergence_steps(metrics),
     }
     if cmp is not None:
-        b, a = cmp["before"], cmp["after"]
+        b, a = cmp.before, cmp.after
         out.update({
-            "before_tag": b.get("tag"), "after_tag": a.get("tag"), "before_step": b.get("step"),
-            "after_step": a.get("step"), "split": a.get("split"), "metric_name": b.get("metric_name"),
-            "n": len(b["per_example"]), "verdict": cmp["verdicts"],
+            "before_tag": b.tag, "after_tag": a.tag, "before_step": b.step,
+            "after_step": a.step, "split": a.split, "metric_name": b.metric_name,
+            "n": len(b.per_example), "verdict": cmp.verdicts,
             "rows": {r.key: {"label": r.label, "before": r.before, "after": r.after, "change": r.change,
-                             "ci": r.ci} for r in cmp["rows"]},
-            "bootstrap": cmp["bootstrap"], "second_bootstrap": cmp["second_bootstrap"],
-            "buckets": {g.key: g.result for g in cmp["groups"]},
+                             "ci": r.ci} for r in cmp.rows},
+            "bootstrap": cmp.bootstrap, "second_bootstrap": cmp.second_bootstrap,
+            "buckets": {g.key: g.result for g in cmp.groups},
         })
     return jsonable(out)
-
-
-def _compare(before: dict, after: dict, before_src: str, after_src: str, n_resamples: int, seed: int) -> dict:
-    before, after = align_pair(before, after, before_src=before_src, after_src=after_src)
-    boot = paired_bootstrap(before["per_example"], after["per_example"], n_resamples=n_resamples, seed=seed)
-    second = None
-    sb, sa = before.get("second_per_example"), after.get("second_per_example")
-    if sb and sa:
-        try:
-            second = paired_bootstrap(sb, sa, n_resamples=n_resamples, seed=seed)
-        except RlftError as err:
-            raise RlftError(f"{where(after_src, field='second_per_example')}: {err}") from None
-    groups = bucket_groups(before, after, n_resamples=n_resamples, seed=seed)
-    name = display_name(before.get("metric_name") or after.get("metric_name"))
-    verdicts = [describe(boot, name)]
-    if second is not None:
-        verdicts.append(describe(second, display_name(before.get("second_metric_name"))))
-    text = comparison_table(before, after, bootstrap=boot, second_bootstrap=second)
-    buckets_text = bucket_table(before, after, n_resamples=n_resamples, seed=seed)
-    return {"before": before, "after": after, "bootstrap": boot, "second_bootstrap": second, "groups": groups,
-            "rows": comparison_rows(before, after, bootstrap=boot, second_bootstrap=second),
-            "verdicts": verdicts, "text": "\n\n".join(t for t in (text, buckets_text) if t)}
 
 
 def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", after_tag: str = "after",
@@ -121,12 +86,12 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
     run_dir = Path(run_dir)
     out_dir = Path(out) if out is not None else run_dir / "report"
     metrics_path = run_dir / METRICS_FILE
-    before_path, after_path = run_dir / "eval" / f"{before_tag}.json", run_dir / "eval" / f"{after_tag}.json"
+    before_path, after_path = eval_path(run_dir, before_tag), eval_path(run_dir, after_tag)
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
     cmp = None
     if before_path.is_file() and after_path.is_file():
-        cmp = _compare(load_eval(before_path), load_eval(after_path), str(before_path), str(after_path),
-                       n_resamples, seed)
+        cmp = compare(read_eval(before_path), read_eval(after_path), before_src=str(before_path),
+                      after_src=str(after_path), n_resamples=n_resamples, seed=seed)
     if cmp is None and not metrics:
         raise RlftError(f"{run_dir}: nothing to report: no metrics.jsonl lines and no "
                         f"eval/{before_tag}.json + eval/{after_tag}.json pair")
@@ -135,12 +100,12 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
     notes: list[str] = []
     if plots.matplotlib_available():
         if cmp is not None:
-            pngs.append(plots.plot_before_after(cmp["before"], cmp["after"], out_dir / "before_after.png",
-                                                groups=cmp["groups"]))
+            pngs.append(plots.plot_before_after(cmp.before, cmp.after, out_dir / "before_after.png",
+                                                groups=cmp.groups))
         if metrics:
-            eval_for_name = cmp["before"] if cmp else (load_eval(after_path) if after_path.is_file() else {})
+            named = cmp.before if cmp is not None else (read_eval(after_path) if after_path.is_file() else None)
             pngs.append(plots.plot_curves(metrics, out_dir / "curves.png",
-                                          metric_name=display_name(eval_for_name.get("metric_name"))))
+                                          metric_name=display_name(named.metric_name if named is not None else None)))
             keys = monitors.monitor_keys(metrics)
             if keys:
                 pngs.append(plots.plot_monitors(metrics, keys, out_dir / "monitors.png"))
@@ -153,7 +118,7 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
     summary = _summary(run_dir, metrics, cmp, pngs)
     atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False, ensure_ascii=False))
     if cmp is not None:
-        atomic_write(out_dir / "table.txt", cmp["text"] + "\n")
+        atomic_write(out_dir / "table.txt", cmp.text + "\n")
     page = _page(run_dir, summary, cmp, pngs, notes)
     return atomic_write(out_dir / "report.html", page)
 
@@ -176,17 +141,16 @@ def _table(header: list[str], body: list[list[tuple[str, str]]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
-def _comparison_html(cmp: dict) -> str:
-    boot: BootstrapResult = cmp["bootstrap"]
+def _comparison_html(cmp: Comparison) -> str:
+    boot, rows = cmp.bootstrap, cmp.rows
     level = f"{boot.confidence * 100:.4g}%"
-    rows: list[Row] = cmp["rows"]
     body = [[(r.label, ""), (fmt(r.before, r.digits), ""), (fmt(r.after, r.digits), ""),
              (fmt(r.change, r.digits, sign=True), ""),
              (fmt_ci(r.ci, r.digits), "sig" if r.ci and r.ci.significant else "")] for r in rows]
     parts = [_table(["", "before", "after", "change", f"{level} CI of change"], body),
              f'<p class="note">CI: paired bootstrap (Koehn 2004) of the mean per-example difference, '
              f'{boot.n_resamples} resamples of the {boot.n} examples; * = the interval excludes 0.</p>']
-    groups: list[Group] = cmp["groups"]
+    groups = cmp.groups
     if len(groups) > 1:
         gbody = [[(g.label, ""), (str(g.result.n), ""), (fmt(g.result.mean_before), ""), (fmt(g.result.mean_after), ""),
                   (fmt(g.result.delta, sign=True), ""), (fmt_ci(g.result), "sig" if g.result.significant else "")]
@@ -198,15 +162,15 @@ def _comparison_html(cmp: dict) -> str:
     return "\n".join(parts)
 
 
-def _examples_html(cmp: dict) -> str:
+def _examples_html(cmp: Comparison) -> str:
     items = []
-    for ex in pick_examples(cmp["before"], cmp["after"]):
+    for ex in pick_examples(cmp.before, cmp.after):
         score = ""
         if ex["score_before"] is not None and ex["score_after"] is not None:
             score = f" &middot; score {ex['score_before']:.1f} &rarr; {ex['score_after']:.1f}"
         label = f" &middot; {_e(ex['label'])}" if ex["label"] else ""
         names = (("prompt", "prompt"), ("reference", "reference"),
-                 (cmp["before"].get("tag", "before"), "before"), (cmp["after"].get("tag", "after"), "after"))
+                 (cmp.before.tag or "before", "before"), (cmp.after.tag or "after", "after"))
         fields = "".join(f'<div class="k">{_e(k)}</div><pre>{_e(_cut(ex[f]))}</pre>' for k, f in names)
         items.append(f'<div class="ex"><div class="meta">id {_e(ex["id"])}{score}{label}</div>{fields}</div>')
     return "".join(items) or '<p class="note">No sample outputs stored in the eval files.</p>'
@@ -232,7 +196,7 @@ def _cut(text: Any) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " [...]"
 
 
-def _page(run_dir: Path, summary: dict, cmp: dict | None, pngs: list[Path], notes: list[str]) -> str:
+def _page(run_dir: Path, summary: dict, cmp: Comparison | None, pngs: list[Path], notes: list[str]) -> str:
     by_name = {p.name: p for p in pngs}
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     training = summary["training"]
@@ -240,13 +204,12 @@ def _page(run_dir: Path, summary: dict, cmp: dict | None, pngs: list[Path], note
             f" &middot; {training['train_lines']} train log lines, last step {_e(training['last_step'])}</p>"]
     body += [f'<p class="note">{_e(n)}</p>' for n in notes]
     if cmp is not None:
-        b, a = cmp["before"], cmp["after"]
-        kind = "improved" if cmp["verdicts"][0].endswith("improved") else \
-            "worse" if cmp["verdicts"][0].endswith("worse") else ""
-        body.append(f'<div class="verdict {kind}">{"<br>".join(_e(v) for v in cmp["verdicts"])}</div>')
-        body.append(f"<h2>{_e(b.get('tag', 'before'))} (step {_e(b.get('step', '?'))}) vs "
-                    f"{_e(a.get('tag', 'after'))} (step {_e(a.get('step', '?'))}) on "
-                    f"{len(b['per_example'])} {_e(a.get('split') or 'eval')} examples</h2>")
+        b, a = cmp.before, cmp.after
+        kind = "" if cmp.verdict is Verdict.NO_CHANGE else cmp.verdict.value  # the CSS class: improved, worse
+        body.append(f'<div class="verdict {kind}">{"<br>".join(_e(v) for v in cmp.verdicts)}</div>')
+        body.append(f"<h2>{_e(b.tag or 'before')} (step {_e('?' if b.step is None else b.step)}) vs "
+                    f"{_e(a.tag or 'after')} (step {_e('?' if a.step is None else a.step)}) on "
+                    f"{len(b.per_example)} {_e(a.split or 'eval')} examples</h2>")
         body.append(_comparison_html(cmp))
         if "before_after.png" in by_name:
             body.append(_img(by_name["before_after.png"], "metric before and after"))

@@ -12,10 +12,13 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from rlft.atomic import atomic_write
 from rlft.errors import RlftError
+
+if TYPE_CHECKING:
+    from rlft.eval.result import EvalResult
 
 _BEFORE_COLOR, _AFTER_COLOR, _RAW_ALPHA = "#9aa5b1", "#2b6cb0", 0.3
 _VALIDATION_KEYS = ("metric", "traffic_weighted", "head", "torso", "tail")
@@ -117,8 +120,8 @@ def plot_curves(metrics: Sequence[dict], out_png: str | os.PathLike, *, metric_n
     return _save(fig, out_png)
 
 
-def plot_before_after(before: dict, after: dict, out_png: str | os.PathLike, *, groups: Sequence[Any] | None = None,
-                      n_resamples: int = 1000, seed: int = 0) -> Path:
+def plot_before_after(before: EvalResult, after: EvalResult, out_png: str | os.PathLike, *,
+                      groups: Sequence[Any] | None = None, n_resamples: int = 1000, seed: int = 0) -> Path:
     """Bars of the metric before and after, overall and per traffic bucket.
 
     The error bar sits on the after bar and spans ``before + [low, high]``: the CI of the
@@ -140,10 +143,10 @@ def plot_before_after(before: dict, after: dict, out_png: str | os.PathLike, *, 
     bar = 0.38
     mb = [g.result.mean_before for g in groups]
     ma = [g.result.mean_after for g in groups]
-    ax.bar([x - bar / 2 for x in xs], mb, bar, color=_BEFORE_COLOR, label=before.get("tag", "before"))
+    ax.bar([x - bar / 2 for x in xs], mb, bar, color=_BEFORE_COLOR, label=before.tag or "before")
     lo = [g.result.mean_after - (g.result.mean_before + g.result.low) for g in groups]
     hi = [(g.result.mean_before + g.result.high) - g.result.mean_after for g in groups]
-    ax.bar([x + bar / 2 for x in xs], ma, bar, color=_AFTER_COLOR, label=after.get("tag", "after"),
+    ax.bar([x + bar / 2 for x in xs], ma, bar, color=_AFTER_COLOR, label=after.tag or "after",
            yerr=[[max(v, 0.0) for v in lo], [max(v, 0.0) for v in hi]], capsize=4, ecolor="#1a202c")
     for x, g in zip(xs, groups):
         top = max(g.result.mean_before, g.result.mean_before + g.result.high, g.result.mean_after)
@@ -151,7 +154,7 @@ def plot_before_after(before: dict, after: dict, out_png: str | os.PathLike, *, 
         ax.annotate(f"{g.result.delta:+.2f}{mark}", (x, top), xytext=(0, 4), textcoords="offset points",
                     ha="center", fontsize=9)
     ax.set_xticks(xs, labels)
-    name = display_name(before.get("metric_name") or after.get("metric_name"))
+    name = display_name(before.metric_name or after.metric_name)
     level = f"{groups[0].result.confidence * 100:.4g}%" if groups else "95%"
     ax.set_ylabel(f"{name} (mean per example)")
     ax.set_title(f"{name} before/after (error bar: {level} CI of the change; * excludes 0)", fontsize=10)

@@ -1,18 +1,20 @@
 """The before/after numbers of a run, and their plain-text tables.
 
-Inputs are the dicts of ``run_dir/eval/<tag>.json``. Everything here is computed once as typed
+Inputs are the ``EvalResult`` records of ``run_dir/eval/<tag>.json``. Everything here is computed once as typed
 rows (``Row``, ``Group``) so that the console table, the HTML report and ``summary.json`` show
 the same numbers. Plain text on purpose: it reads the same in a terminal, a log file and CI.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from rlft.errors import RlftError, where
 from rlft.eval.bootstrap import BootstrapResult, describe, paired_bootstrap
+from rlft.eval.result import EvalResult
 
 _DISPLAY = {"chrf": "chrF", "bleu": "BLEU", "rouge_l": "ROUGE-L", "rougel": "ROUGE-L", "rouge1": "ROUGE-1",
             "rouge2": "ROUGE-2", "ter": "TER", "exact_match": "exact match", "meteor": "METEOR"}
@@ -55,6 +57,11 @@ class Group:
     result: BootstrapResult
 
 
+def _or(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` when it is None (a field the eval file lacks)."""
+    return default if value is None else value
+
+
 def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
@@ -79,24 +86,24 @@ def fmt_ci(ci: BootstrapResult | None, digits: int = 2) -> str:
     return f"[{ci.low:+.{digits}f}, {ci.high:+.{digits}f}]{mark}"
 
 
-def align_pair(before: dict, after: dict, *, before_src: str = "before",
-               after_src: str = "after") -> tuple[dict, dict]:
+def align_pair(before: EvalResult, after: EvalResult, *, before_src: str = "before",
+               after_src: str = "after") -> tuple[EvalResult, EvalResult]:
     """Check that two eval results score the same examples, and put ``after`` in ``before``'s order.
 
     The sources name the files in error messages, e.g. ``eval/after.json``.
     """
     for data, src in ((before, before_src), (after, after_src)):
-        scores = data.get("per_example")
+        scores = data.per_example
         if not isinstance(scores, list) or not scores:
             raise RlftError(f"{where(src, field='per_example')}: missing or empty list of per-example scores")
         for i, s in enumerate(scores):
             if _num(s) is None:
                 raise RlftError(f"{where(src, field='per_example')}: item {i} is not a finite number ({s!r})")
         for key in _PER_EXAMPLE_FIELDS[1:]:
-            value = data.get(key)
+            value = getattr(data, key)
             if value is not None and len(value) != len(scores):
                 raise RlftError(f"{where(src, field=key)}: {len(value)} items for {len(scores)} per-example scores")
-    ids_b, ids_a = before.get("ids"), after.get("ids")
+    ids_b, ids_a = before.ids, after.ids
     if ids_b is not None and ids_a is not None and list(ids_b) != list(ids_a):
         if len(set(map(str, ids_b))) != len(ids_b) or sorted(map(str, ids_b)) != sorted(map(str, ids_a)):
             missing = len(set(map(str, ids_b)) ^ set(map(str, ids_a)))
@@ -104,26 +111,24 @@ def align_pair(before: dict, after: dict, *, before_src: str = "before",
                             f"({missing} ids in only one of them)")
         pos = {str(i): k for k, i in enumerate(ids_a)}
         order = [pos[str(i)] for i in ids_b]
-        after = dict(after)
-        for key in _PER_EXAMPLE_FIELDS:
-            if after.get(key) is not None:
-                after[key] = [after[key][k] for k in order]
-    elif len(before["per_example"]) != len(after["per_example"]):
-        raise RlftError(f"{where(after_src, field='per_example')}: {len(after['per_example'])} scores but "
-                        f"{before_src} has {len(before['per_example'])}; they must be the same examples")
+        after = dataclasses.replace(after, **{key: [getattr(after, key)[k] for k in order]
+                                              for key in _PER_EXAMPLE_FIELDS if getattr(after, key) is not None})
+    elif len(before.per_example) != len(after.per_example):
+        raise RlftError(f"{where(after_src, field='per_example')}: {len(after.per_example)} scores but "
+                        f"{before_src} has {len(before.per_example)}; they must be the same examples")
     return before, after
 
 
-def comparison_rows(before: dict, after: dict, *, bootstrap: BootstrapResult | None,
+def comparison_rows(before: EvalResult, after: EvalResult, *, bootstrap: BootstrapResult | None,
                     second_bootstrap: BootstrapResult | None = None) -> list[Row]:
     """Metric (with the CI of its change), second metric, reward, KL, mean length, truncation rate."""
     rows: list[Row] = []
-    for prefix, ci in (("", bootstrap), ("second_", second_bootstrap)):
-        name = before.get(f"{prefix}metric_name") or after.get(f"{prefix}metric_name")
-        b, a = _num(before.get(f"{prefix}metric")), _num(after.get(f"{prefix}metric"))
-        if prefix and name is None and b is None and a is None:
+    for key, ci in (("metric", bootstrap), ("second_metric", second_bootstrap)):
+        name = getattr(before, f"{key}_name") or getattr(after, f"{key}_name")
+        b, a = _num(getattr(before, key)), _num(getattr(after, key))
+        if key != "metric" and name is None and b is None and a is None:
             continue
-        label, key = display_name(name), f"{prefix}metric"
+        label = display_name(name)
         # The CI is of the mean per-example score. When the file's metric is another statistic
         # (e.g. a corpus score) the CI goes on its own row so it never decorates the wrong number.
         same = ci is not None and b is not None and a is not None and \
@@ -131,14 +136,14 @@ def comparison_rows(before: dict, after: dict, *, bootstrap: BootstrapResult | N
         rows.append(Row(key, label, b, a, 2, ci if same else None))
         if ci is not None and not same:
             rows.append(Row(f"{key}_mean", f"{label} (mean per example)", ci.mean_before, ci.mean_after, 2, ci))
-        if not prefix and ("corpus_metric" in before or "corpus_metric" in after):
-            rows.append(Row("corpus_metric", f"{label} (corpus)", _num(before.get("corpus_metric")),
-                            _num(after.get("corpus_metric")), 2))
-    kl_n, n = after.get("kl_n"), after.get("n")
+        if key == "metric" and (before.corpus_metric is not None or after.corpus_metric is not None):
+            rows.append(Row("corpus_metric", f"{label} (corpus)", _num(before.corpus_metric),
+                            _num(after.corpus_metric), 2))
+    kl_n, n = after.kl_n, after.n
     kl_label = f"KL to reference (first {kl_n} rows)" if kl_n and n and kl_n < n else "KL to reference"
     for key, label, digits in (("reward", "reward", 3), ("kl", kl_label, 4),
                                ("length", "mean length (tokens)", 1), ("truncation_rate", "truncation rate", 3)):
-        rows.append(Row(key, label, _num(before.get(key)), _num(after.get(key)), digits))
+        rows.append(Row(key, label, _num(getattr(before, key)), _num(getattr(after, key)), digits))
     return rows
 
 
@@ -155,17 +160,17 @@ def _clip(text: Any, limit: int = 120) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def pick_examples(before: dict, after: dict, k: int = 3) -> list[dict]:
+def pick_examples(before: EvalResult, after: EvalResult, k: int = 3) -> list[dict]:
     """Up to ``k`` examples shown side by side: the largest gain, the largest drop, a typical one.
 
     Only examples with a stored sample (prompt, reference, output) in both files qualify.
     Showing the largest drop next to the largest gain keeps the examples honest.
     """
-    samples_b = {str(s.get("id")): s for s in before.get("samples") or []}
-    samples_a = {str(s.get("id")): s for s in after.get("samples") or []}
+    samples_b = {str(s.get("id")): s for s in before.samples or []}
+    samples_a = {str(s.get("id")): s for s in after.samples or []}
     common = [i for i in samples_b if i in samples_a]
-    score_b = dict(zip(map(str, before.get("ids") or []), before.get("per_example") or []))
-    score_a = dict(zip(map(str, after.get("ids") or []), after.get("per_example") or []))
+    score_b = dict(zip(map(str, before.ids or []), before.per_example or []))
+    score_a = dict(zip(map(str, after.ids or []), after.per_example or []))
     scored = [i for i in common if _num(score_b.get(i)) is not None and _num(score_a.get(i)) is not None]
     chosen: list[tuple[str, str]] = []
     if len(common) > k and len(scored) >= k:
@@ -190,24 +195,23 @@ def pick_examples(before: dict, after: dict, k: int = 3) -> list[dict]:
     return out
 
 
-def comparison_table(before: dict, after: dict, *, bootstrap: BootstrapResult | None,
+def comparison_table(before: EvalResult, after: EvalResult, *, bootstrap: BootstrapResult | None,
                      second_bootstrap: BootstrapResult | None = None) -> str:
     """The before/after table, the verdict line and three example outputs, as plain text."""
     rows = comparison_rows(before, after, bootstrap=bootstrap, second_bootstrap=second_bootstrap)
     level = f"{(bootstrap or second_bootstrap).confidence * 100:.4g}%" if (bootstrap or second_bootstrap) else "95%"
     body = [[r.label, fmt(r.before, r.digits), fmt(r.after, r.digits), fmt(r.change, r.digits, sign=True),
              fmt_ci(r.ci, r.digits)] for r in rows]
-    steps = f"step {before.get('step', '?')} -> step {after.get('step', '?')}"
-    n = len(before.get("per_example") or []) or (bootstrap.n if bootstrap else "?")
-    parts = [f"{before.get('tag', 'before')} vs {after.get('tag', 'after')} on {n} "
-             f"{after.get('split') or before.get('split') or 'eval'} examples ({steps})",
+    steps = f"step {_or(before.step, '?')} -> step {_or(after.step, '?')}"
+    n = len(before.per_example or []) or (bootstrap.n if bootstrap else "?")
+    parts = [f"{_or(before.tag, 'before')} vs {_or(after.tag, 'after')} on {n} "
+             f"{after.split or before.split or 'eval'} examples ({steps})",
              _render(["", "before", "after", "change", f"{level} CI of change"], body)]
     notes = []
     if bootstrap is not None:
-        notes.append(describe(bootstrap, display_name(before.get("metric_name") or after.get("metric_name"))))
+        notes.append(describe(bootstrap, display_name(before.metric_name or after.metric_name)))
     if second_bootstrap is not None:
-        notes.append(describe(second_bootstrap, display_name(before.get("second_metric_name")
-                                                             or after.get("second_metric_name"))))
+        notes.append(describe(second_bootstrap, display_name(before.second_metric_name or after.second_metric_name)))
     if bootstrap is not None:
         notes.append(f"CI: paired bootstrap of the mean per-example difference ({bootstrap.n_resamples} "
                      f"resamples, n={bootstrap.n}); * = interval excludes 0.")
@@ -227,7 +231,7 @@ def comparison_table(before: dict, after: dict, *, bootstrap: BootstrapResult | 
     return "\n\n".join(p for p in parts if p)
 
 
-def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: int = 0,
+def bucket_groups(before: EvalResult, after: EvalResult, *, n_resamples: int = 1000, seed: int = 0,
                   confidence: float = 0.95) -> list[Group]:
     """The metric per traffic bucket, traffic-weighted and unweighted, each with a paired CI.
 
@@ -237,9 +241,9 @@ def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: i
     held-out split, all 'unseen' in training), no traffic-weighted row when all counts are equal.
     """
     before, after = align_pair(before, after)
-    b, a = before["per_example"], after["per_example"]
-    counts = before.get("counts") if before.get("counts") is not None else after.get("counts")
-    buckets = before.get("buckets") if before.get("buckets") is not None else after.get("buckets")
+    b, a = before.per_example, after.per_example
+    counts = before.counts if before.counts is not None else after.counts
+    buckets = before.buckets if before.buckets is not None else after.buckets
     kw = {"n_resamples": n_resamples, "seed": seed, "confidence": confidence}
     groups: list[Group] = []
     if buckets is not None and len({str(x) for x in buckets}) > 1:
@@ -255,7 +259,7 @@ def bucket_groups(before: dict, after: dict, *, n_resamples: int = 1000, seed: i
     return groups
 
 
-def bucket_table(before: dict, after: dict, *, n_resamples: int = 1000, seed: int = 0) -> str:
+def bucket_table(before: EvalResult, after: EvalResult, *, n_resamples: int = 1000, seed: int = 0) -> str:
     """Metric per traffic bucket (head, torso, tail, traffic-weighted, unweighted) as plain text.
 
     Buckets come from the training counts (``bucket_rule``, see ``rlft.data.buckets``). Returns ''
@@ -263,10 +267,10 @@ def bucket_table(before: dict, after: dict, *, n_resamples: int = 1000, seed: in
     their slices do not differ (no table of one bucket).
     """
     groups = bucket_groups(before, after, n_resamples=n_resamples, seed=seed)
-    rule = before.get("bucket_rule") or after.get("bucket_rule")
+    rule = before.bucket_rule or after.bucket_rule
     if len(groups) <= 1:
-        return _no_bucket_note(before if before.get("buckets") is not None else after, rule)
-    name = display_name(before.get("metric_name") or after.get("metric_name"))
+        return _no_bucket_note(before if before.buckets is not None else after, rule)
+    name = display_name(before.metric_name or after.metric_name)
     body = [[g.label, str(g.result.n), fmt(g.result.mean_before), fmt(g.result.mean_after),
              fmt(g.result.delta, sign=True), fmt_ci(g.result)] for g in groups]
     level = f"{groups[0].result.confidence * 100:.4g}%"
@@ -275,12 +279,12 @@ def bucket_table(before: dict, after: dict, *, n_resamples: int = 1000, seed: in
     return text + (f"\nBuckets by training count: {rule}." if rule else "")
 
 
-def _no_bucket_note(data: dict, rule: str | None) -> str:
+def _no_bucket_note(data: EvalResult, rule: str | None) -> str:
     """Why there is no bucket table: every evaluated prompt has one label and one count."""
-    labels, counts = data.get("buckets"), data.get("counts")
+    labels, counts = data.buckets, data.counts
     if labels is None and counts is None:
         return ""
-    n = len(data.get("per_example") or [])
+    n = len(data.per_example or [])
     why = []
     if labels is not None and labels:
         label = str(labels[0])
