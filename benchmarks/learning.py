@@ -305,6 +305,16 @@ def _level(c: dict[str, Any]) -> str:
     return f"{c['mean']:.2f} [{num(c['low'])}, {num(c['high'])}]" if c["low"] is not None else f"{c['mean']:.2f}"
 
 
+def _machine(m: dict[str, Any] | None) -> str:
+    """'AMD EPYC, 2 cores, avx512_bf16, bf16, 2 threads, load 0.2 -> 2.1' (not recorded before 2026-12-01 evening)."""
+    if not m:
+        return "machine not recorded"
+    start = m["at_start"]
+    bf16 = "avx512_bf16" if start["avx512_bf16"] else "no avx512_bf16"
+    load = f"load {start['load_average'][0]:.1f} -> {m['load_average_at_end'][0]:.1f}" if start["load_average"] else ""
+    return f"{start['cpu']}, {start['cores']} cores, {bf16}, {m['precision']}, {m['threads']} threads, {load}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     entries = [(t, data["tasks"][t]) for t in TASKS if data["tasks"].get(t)]
     lines = [f"# Learning under protocol {PROTOCOL}: base, SFT, SFT+RL, RL from the base model", "",
@@ -353,7 +363,8 @@ def markdown(data: dict[str, Any]) -> str:
         lines.append(f"- {task}: K={b['K']} candidates per trained arm, seeds {b['seeds']}; SFT at most "
                      f"{b['sft']['max_steps']} steps x {b['sft']['batch']}; RL {b['rl']['steps']} x "
                      f"{b['rl']['prompts_per_step']} x {b['rl']['group_size']} = {b['rl']['completions']} completions; "
-                     f"model {e['model']} {e['model_settings']}; `{e.get('command', '')}` ({e['date']})")
+                     f"model {e['model']} {e['model_settings']}; `{e.get('command', '')}` ({e['date']}; "
+                     f"{_machine(e.get('machine'))})")
     return "\n".join(lines) + "\n"
 
 
@@ -413,19 +424,23 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from rlft.training.runtime import machine_facts
+
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*longer than data.max_prompt_tokens.*")
     results = Path(args.results)
     command = "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    meta = {"protocol": PROTOCOL, "precision": args.precision, "threads": args.threads, "model": args.model}
+    meta = {"protocol": PROTOCOL, "model": args.model}  # precision, threads, machine: per task (entry["machine"])
     for task in args.tasks:
         log(f"=== learning ({PROTOCOL}): {task}")
+        machine = {"precision": args.precision, "threads": args.threads, "at_start": machine_facts()}
         try:
             entry = run_task(task, args)
         except P.ProtocolError as err:
             log(f"{task}: refused by the protocol: {err}")
             return 2
         entry["command"] = command
+        entry["machine"] = machine | {"load_average_at_end": machine_facts()["load_average"]}
         data = common.update_results(results / "learning-v2.json", task, entry, meta)
         (results / "learning-v2.md").write_text(markdown(data), encoding="utf-8")
         c = entry["comparisons"]["sft+rl - best_sft"]

@@ -103,15 +103,12 @@ def _write_figures(run_dir: Path, config: Any, before: EvalResult, after: EvalRe
                    seconds: float) -> None:
     """``demo.json``: the demo's own figures with the machine they came from (BENCHMARKS.md cites it)."""
     import json
-    import os
 
     from rlft.atomic import atomic_write
-    from rlft.training.runtime import cpu_info
+    from rlft.training.runtime import machine_facts
 
-    cpu, flags = cpu_info()
-    machine = {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
-               "amx_bf16": "amx_bf16" in flags,
-               "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    machine = machine_facts()
+    machine["load_average_at_end"] = machine.pop("load_average")
     figures = {
         "command": "rlft demo", "model": config.model.name_or_path, "task": config.data.task,
         "lora_r": config.lora.r, "precision": config.run.precision, "steps": config.run.steps,

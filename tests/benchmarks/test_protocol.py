@@ -199,6 +199,9 @@ def test_learning_smoke_runs_the_protocol(tmp_path):
     assert all(not b["planned"] for b in e["buckets"][1:])
     md = (results / "learning-v2.md").read_text()
     assert "FALLBACK" in md and "test scored once" in md and f"({e['best_sft']})" in md and "exploratory" in md
+    # the machine each task ran on, with its load before and after
+    assert e["machine"]["threads"] == 1 and len(e["machine"]["at_start"]["load_average"]) == 3
+    assert f"{e['machine']['at_start']['cores']} cores" in md and "load " in md
 
     # a second scoring of the same (task, model, protocol) is refused ...
     assert learning.main(argv) == 2

@@ -113,6 +113,17 @@ def cpu_info() -> tuple[str, frozenset[str]]:
     return name, frozenset(fields.get("flags", "").split())
 
 
+def machine_facts() -> dict[str, object]:
+    """What a timing or a results file records about the machine: the CPU, its core count, whether it
+    has bf16 matrix instructions, and the 1/5/15-minute load averages now."""
+    import os
+
+    cpu, flags = cpu_info()
+    return {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
 def machine_key() -> str:
     """What the bf16/fp32 speed ratio depends on: CPU model, torch version, thread count."""
     return f"{cpu_info()[0]} | torch {torch.__version__} | {torch.get_num_threads()} threads"
