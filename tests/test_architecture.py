@@ -1,4 +1,5 @@
-"""Imports flow one way: no import cycles, no import against the pipeline, nothing imports cli or report.
+"""Imports flow one way: no import cycles, no import against the pipeline, nothing imports cli or report;
+and no function over 80 lines (its docstring not counted) nor module over 400.
 
 The graph is read from the source with ``ast``, every ``import`` counted wherever it stands (module
 level, inside a function, under ``if TYPE_CHECKING``), so a lazy import cannot hide a dependency.
@@ -164,6 +165,30 @@ def forbidden(graph: dict[str, set[str]]) -> list[str]:
                   if top(b) in MAY_IMPORT and top(a) != top(b) and top(a) not in MAY_IMPORT[top(b)])
 
 
+MAX_FUNCTION_LINES = 80  # a function's lines, its docstring not counted
+MAX_MODULE_LINES = 400
+
+
+def too_long(root: Path, package: str = PACKAGE) -> list[str]:
+    """Modules over MAX_MODULE_LINES lines and functions (methods and nested ones too) over
+    MAX_FUNCTION_LINES, as 'module (n)' and 'module.function (n)'."""
+    found = []
+    for module, path in module_files(root, package).items():
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            found.append(f"{module} ({len(text.splitlines())})")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            n = node.end_lineno - node.lineno + 1
+            doc = node.body[0]
+            if isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str):
+                n -= doc.end_lineno - doc.lineno + 1
+            if n > MAX_FUNCTION_LINES:
+                found.append(f"{module}.{node.name} ({n})")
+    return sorted(found)
+
+
 SRC = Path(rlft.__file__).resolve().parent.parent
 GRAPH, FROM_NAMES = import_graph(SRC)
 
@@ -227,3 +252,22 @@ def test_the_checks_find_cycles_upward_and_forbidden_imports_in_a_synthetic_pack
     assert upward(graph) == ["rlft.eval.evaluate -> rlft.training.setup"]
     assert forbidden(graph) == ["rlft.api -> rlft.report.html"]
     assert ("rlft.eval.evaluate", "rlft.training.setup", "render") in names
+
+
+def test_no_function_over_80_lines_and_no_module_over_400():
+    found = too_long(SRC)
+    assert not found, "split these (functions: docstring not counted):\n" + "\n".join(found)
+
+
+def test_the_size_check_finds_a_long_function_and_a_long_module(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(79))
+    files = {
+        "__init__.py": "",
+        "short.py": f'def ok():\n    """A docstring\n    of lines\n    that do not count."""\n{body}\n',  # 80 lines: at the limit
+        "long_fn.py": f"def long():\n{body}\n    x = 1\n    return x0\n",                              # 82 lines
+        "long_mod.py": "\n".join(f"y{i} = {i}" for i in range(401)) + "\n",
+    }
+    for name, text in files.items():
+        (tmp_path / "rlft" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "rlft" / name).write_text(text)
+    assert too_long(tmp_path) == ["rlft.long_fn.long (82)", "rlft.long_mod (401)"]
