@@ -3,9 +3,9 @@
 Notation: B prompts, G samples per prompt, N = B * G rows, T completion tokens. ``mask`` is
 (N, T) float with 1 on real completion tokens (EOS included) and 0 on padding.
 
-The algorithms differ only in how they turn rewards into per-sequence advantages (see
-``reinforce``, ``scst``, ``rloo``, ``grpo``); the loss below is the same for all of them, with
-GRPO switching on ratio clipping.
+The algorithms differ only in how they turn rewards into advantages (per sequence: see
+``reinforce``, ``scst``, ``rloo``, ``grpo``; per token: ``ppo``); the loss below is the same for
+all of them, with GRPO and PPO switching on ratio clipping.
 """
 
 from __future__ import annotations
@@ -118,14 +118,15 @@ def rl_loss(
     normalizer: float | Tensor | None = None,
     weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The policy-gradient loss (to minimise) shared by REINFORCE, SCST, RLOO and GRPO.
+    """The policy-gradient loss (to minimise) shared by REINFORCE, SCST, RLOO, GRPO and PPO.
 
     Args (N rows, T tokens):
         logprobs:     (N, T) log pi_theta of the sampled tokens, with grad.
         old_logprobs: (N, T) log-probs under the policy that sampled them, detached. On-policy
                       they equal ``logprobs.detach()``: the ratio is 1 and the gradient is the
                       REINFORCE gradient  -A * grad log pi.
-        advantages:   (N,) one advantage per sequence, shared by all its tokens.
+        advantages:   (N,) one advantage per sequence, shared by all its tokens, or (N, T) one
+                      per token (PPO's GAE).
         mask:         (N, T) 1 on completion tokens.
         ref_logprobs: (N, T) log-probs under the frozen reference, for a KL loss term with
                       ``kl_estimator`` 'k2' (gradient of KL(pi || pi_ref)) or 'k3' (gradient of
@@ -149,15 +150,16 @@ def rl_loss(
     gradient), 'ratio_mean'; a caller averaging micro-batches weights these by token counts.
     """
     n = logprobs.shape[0]
-    if advantages.shape != (n,) or (weights is not None and weights.shape != (n,)):
-        raise ValueError(f"advantages and weights must be (N,) = ({n},), got "
+    if advantages.shape not in ((n,), tuple(logprobs.shape)) or (weights is not None and weights.shape != (n,)):
+        raise ValueError(f"advantages must be (N,) = ({n},) or (N, T), and weights (N,), got "
                          f"{tuple(advantages.shape)} and {None if weights is None else tuple(weights.shape)}")
     # At least float32: under bf16 the ratio of nearly equal log-probs and a sum over
     # thousands of tokens both lose too many digits.
     dtype = torch.promote_types(logprobs.dtype, torch.float32)
     logprobs, old_logprobs = logprobs.to(dtype), old_logprobs.to(dtype)
     mask = mask.to(dtype)
-    adv = advantages.to(dtype).unsqueeze(1)  # (N, 1), broadcast over tokens
+    adv = advantages.to(dtype)
+    adv = adv.unsqueeze(1) if adv.dim() == 1 else adv  # (N, 1), broadcast over tokens, or (N, T)
     ratio = torch.exp(logprobs - old_logprobs)  # (N, T)
 
     pg = -ratio * adv  # (N, T)
