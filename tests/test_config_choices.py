@@ -23,7 +23,8 @@ DECLARATIONS = {SRC / "config" / "schema.py", SRC / "algorithms" / "registry.py"
 
 def test_the_choice_settings():
     assert CHOICE_KEYS == ["model.kind", "data.overlong", "rollout.engine", "reward.cjk", "algo.name", "algo.kl_mode",
-                           "algo.kl_estimator", "algo.loss_norm", "frequency.mode", "optim.schedule", "run.precision"]
+                           "algo.kl_estimator", "algo.loss_norm", "frequency.mode", "optim.schedule", "run.precision",
+                           "rm.ties"]
     default = Config()
     for key in CHOICE_KEYS:
         section, name = key.split(".")
@@ -46,7 +47,8 @@ def _string_collections(tree: ast.AST):
 # Not copies: a dispatch table mapping each choice to what it does, and another setting that
 # happens to use the same words.
 ALLOWED = {("models/loading.py", frozenset({"auto", "causal", "seq2seq"})),   # model.kind -> is_seq2seq
-           ("env.py", frozenset({"token", "sequence"}))}                     # TextGenEnv's action mode
+           ("env.py", frozenset({"token", "sequence"})),                     # TextGenEnv's action mode
+           ("algorithms/preference.py", frozenset({"davidson", "rao_kupper"}))}  # rm.ties -> its tie model
 
 
 def test_no_module_repeats_a_choice_list():

@@ -257,6 +257,28 @@ def _cmd_config(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _rm_options(p: argparse.ArgumentParser) -> None:
+    from rlft.config import help_text
+
+    epilog = "settings (set in YAML or as section.key=value):\n" + help_text()
+    sub = p.add_subparsers(dest="rm_action", metavar="ACTION", required=True)
+    text = ("Train a Bradley-Terry reward model on preference pairs (data.train: prompt, chosen, rejected; "
+            "optional tie, margin, annotator).")
+    q = sub.add_parser("train", help=text, description=text, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
+                   help="an optional YAML config file, then dotted overrides")
+    _resume_option(q)
+
+
+def _cmd_rm(ns: argparse.Namespace) -> int:
+    from rlft.training.reward_model import train_reward_model
+
+    result = train_reward_model(_config(ns.args, ["run.resume=true"] if ns.resume else None))
+    print(f"done: {result.step} steps; reward model in {result.final_dir}")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "train": Command("RL fine-tuning (REINFORCE, SCST, RLOO, GRPO) of a model on a prompt dataset.",
                      _cmd_train, _resume_option),
@@ -274,6 +296,7 @@ COMMANDS: dict[str, Command] = {
     "models": Command("List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and "
                       "converts one ahead of time.", _cmd_models, _models_options, settings=False),
     "config": Command("Print the fully resolved config (YAML) for a config file and overrides.", _cmd_config),
+    "rm": Command("Reward models: `rlft rm train` on preference pairs.", _cmd_rm, _rm_options, settings=False),
 }
 
 

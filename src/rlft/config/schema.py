@@ -23,6 +23,7 @@ CjkMode = Literal["auto", "always", "never"]
 FrequencyMode = Literal["sample", "loss"]
 Schedule = Literal["constant", "linear", "cosine"]
 Precision = Literal["auto", "fp32", "bf16"]
+TieModelName = Literal["davidson", "rao_kupper"]  # rlft.algorithms.preference.TIE_MODELS maps each to its loss
 
 
 def doc(default: Any, help: str, range: str | None = None,  # noqa: A002 - mirrors argparse's word
@@ -199,6 +200,18 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RMConfig:
+    batch_size: int = doc(16, "`rlft rm train`: preference pairs per optimizer step.", range="[1, inf)")
+    epochs: float = doc(1.0, "`rlft rm train`: passes over the training pairs; `run.steps` caps the total when it is smaller.", range="(0, inf)")
+    max_length: int = doc(512, "Longest prompt + completion in tokens that the reward model sees, in `rlft rm train` and as an `rm:PATH` reward; a longer pair loses tokens from the left of the longer of the two.", range="[8, inf)")
+    ties: TieModelName = doc("davidson", "`rlft rm train`: how pairs labelled `tie` are modelled: 'davidson' (Davidson 1970: P(tie) = nu / (e^(d/2) + e^(-d/2) + nu) for a score difference d) or 'rao_kupper' (Rao and Kupper 1967: a win needs a lead of log theta). Training data without ties is plain Bradley-Terry either way.")
+    tie_param: Optional[float] = doc(None, "`rlft rm train`: the tie parameter's starting value (or its value, with learn_tie_param=false): Davidson's nu (> 0) or Rao-Kupper's theta (> 1). Empty: nu = 1, theta = 2.", range="(0, inf)")
+    learn_tie_param: bool = doc(True, "`rlft rm train`: learn the tie parameter with the model (maximum likelihood, its own Adam at `tie_lr`).")
+    tie_lr: float = doc(0.01, "`rlft rm train`: Adam learning rate of the learned tie parameter (stored as log nu, or log(theta - 1)).", range="(0, inf)")
+    calibration_bins: int = doc(10, "`rlft rm train`: bins of the held-out calibration table (predicted P(chosen wins) against the observed rate).", range="[2, inf)")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -211,6 +224,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rm: RMConfig = field(default_factory=RMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

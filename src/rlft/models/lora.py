@@ -62,11 +62,12 @@ def target_modules(model: nn.Module, spec: str) -> list[str]:
     return wanted
 
 
-def apply_lora(policy: Any, cfg: LoraConfig) -> None:
+def apply_lora(policy: Any, cfg: LoraConfig, *, task_type: str | None = None) -> None:
     """Put a fresh LoRA adapter (B = 0, so the policy is unchanged) on ``policy.model`` in place.
 
     Leaves every base weight frozen. Idempotent: a policy that has an adapter keeps it (parts
-    reused across runs continue training it).
+    reused across runs continue training it). ``task_type``: peft's, by default the language
+    model's; 'SEQ_CLS' (a reward model) also trains its fresh head in full (peft's modules_to_save).
     """
     if cfg.r == 0 or policy.adapter is not None:
         return
@@ -81,7 +82,7 @@ def apply_lora(policy: Any, cfg: LoraConfig) -> None:
                  if n.rsplit(".", 1)[-1] in targets)
     peft_cfg = PeftLoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                               fan_in_fan_out=conv1d,  # GPT-2's Conv1D stores its weight transposed
-                              task_type="SEQ_2_SEQ_LM" if policy.is_seq2seq else "CAUSAL_LM")
+                              task_type=task_type or ("SEQ_2_SEQ_LM" if policy.is_seq2seq else "CAUSAL_LM"))
     with warnings.catch_warnings():  # peft reads a property that transformers 5 deprecated
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         adapter = get_peft_model(policy.model, peft_cfg)
@@ -133,9 +134,11 @@ def merged_state_dict(adapter: Any) -> dict[str, torch.Tensor]:
             merged[f"{prefix}.weight"] = base.weight + module.get_delta_weight(name).to(base.weight.dtype)
     out = {}
     for key, tensor in model.state_dict().items():
-        if "lora_" in key:
+        # A module trained in full beside the adapter (a reward model's head, peft's modules_to_save)
+        # is saved as its trained copy under its own name, not as the untouched original.
+        if "lora_" in key or ".original_module." in key:
             continue
-        key = key.replace(".base_layer.", ".")
+        key = key.replace(".base_layer.", ".").replace(f".modules_to_save.{name}.", ".")
         out[key] = merged.get(key, tensor)
     return out
 
