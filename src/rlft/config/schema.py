@@ -111,7 +111,7 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class RewardConfig:
-    spec: str = doc("chrf", "Reward: a registered name ('chrf', 'bleu', 'rouge_l', ...), `module:function`, or a weighted sum such as '0.8*chrf + 0.2*length_penalty'.")
+    spec: str = doc("chrf", "Reward: a registered name ('chrf', 'bleu', 'rouge_l', ...), `module:function`, `rm:PATH` (a reward model from `rlft rm train`; see rm.normalize), or a weighted sum such as '0.8*chrf + 0.2*length_penalty'.")
     cjk: CjkMode = doc("auto", "Tokenize Chinese/Japanese by character for ROUGE/BLEU: 'auto' (detect), 'always', 'never'.")
     target_length_ratio: float = doc(1.0, "length_penalty: preferred completion length as a multiple of the reference length.", range="(0, inf)")
     normalize_components: bool = doc(False, "Training only: standardize each term of a weighted-sum reward within its group of G samples ((c - mean) / (std + 1e-4), unbiased std, a constant term gives 0; over the batch when G = 1) before the weighted sum, as in GDPO, so a term of large spread cannot drown one of small spread. Logged 'reward' and evaluation stay on the raw scale. Not with algo.name=scst (its greedy baseline is scored raw).")
@@ -209,6 +209,8 @@ class RMConfig:
     learn_tie_param: bool = doc(True, "`rlft rm train`: learn the tie parameter with the model (maximum likelihood, its own Adam at `tie_lr`).")
     tie_lr: float = doc(0.01, "`rlft rm train`: Adam learning rate of the learned tie parameter (stored as log nu, or log(theta - 1)).", range="(0, inf)")
     calibration_bins: int = doc(10, "`rlft rm train`: bins of the held-out calibration table (predicted P(chosen wins) against the observed rate).", range="[2, inf)")
+    normalize: bool = doc(True, "`rm:PATH` rewards: standardize the scores by the running mean and std of every training batch so far (saved in checkpoints, restored on resume); evaluations read the statistics without changing them.")
+    score_batch_size: int = doc(16, "`rm:PATH` rewards: completions scored per forward pass.", range="[1, inf)")
 
 
 @dataclass(frozen=True)

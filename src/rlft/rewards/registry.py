@@ -28,6 +28,7 @@ from rlft.errors import RlftError
 from rlft.rewards import metrics as M
 from rlft.rewards import text as T
 from rlft.rewards.embedding import embedding
+from rlft.rewards.reward_model import PREFIX as RM_PREFIX, reward_model_term
 
 
 class RewardFn(Protocol):
@@ -223,9 +224,11 @@ def _short(s: str, limit: int = 200) -> str:
 # ---- spec parsing: "chrf", "pkg.mod:fn", "0.8*chrf + 0.2*length_penalty" ----
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
-_NAME = r"[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?"
+# A reward model's term is 'rm:' and a path, which ends at whitespace, '+' or '*'.
+_NAME = r"(?:rm:[^\s+*]+|[A-Za-z_][\w.]*(?::[A-Za-z_][\w.]*)?)"
 _TERM_RE = re.compile(rf"\s*(?P<sign>[+-])?\s*(?:(?P<weight>{_NUMBER})\s*\*\s*)?(?P<name>{_NAME})\s*")
-_SYNTAX = "expected terms like 'chrf', 'pkg.module:function' or '0.8*chrf + 0.2*length_penalty'"
+_SYNTAX = ("expected terms like 'chrf', 'pkg.module:function', 'rm:runs/rm/final' or "
+           "'0.8*chrf + 0.2*length_penalty'")
 
 
 def parse_spec(spec: str) -> list[tuple[float, str]]:
@@ -275,6 +278,8 @@ def _accepts(fn: Callable, option: str) -> bool:
 
 
 def _resolve(name: str, options: dict[str, Any]) -> Reward:
+    if name.startswith(RM_PREFIX):  # a trained reward model (rlft.rewards.reward_model)
+        return Reward(name, reward_model_term(name, options))
     if ":" in name:
         fn = _import_user(name)
     elif name in REWARDS:
@@ -326,17 +331,28 @@ def _term_text(i: int, w: float, name: str) -> str:
     return f" - {body}" if w < 0 else f" + {body}"
 
 
-def build_reward(spec: str, *, cjk: str = "auto", target_length_ratio: float = 1.0) -> Reward:
-    """The reward described by ``spec``: a registered name, ``module:function`` or a weighted sum.
+def build_reward(spec: str, *, cjk: str = "auto", target_length_ratio: float = 1.0,
+                 **rm_options: Any) -> Reward:
+    """The reward described by ``spec``: a registered name, ``module:function``, ``rm:PATH`` (a
+    trained reward model) or a weighted sum.
 
-    ``cjk`` and ``target_length_ratio`` go to every term that declares them as parameters.
+    ``cjk`` and ``target_length_ratio`` go to every term that declares them as parameters;
+    ``rm_options`` (``device``, ``rm_batch_size``, ``rm_max_length``, ``rm_normalize``) to ``rm:`` terms.
     """
     T.check_cjk_mode(cjk)
     if not (math.isfinite(target_length_ratio) and target_length_ratio > 0):
         raise RlftError(f"reward.target_length_ratio: must be a positive number, got {target_length_ratio!r}")
-    options = {"cjk": cjk, "target_length_ratio": target_length_ratio}
+    options = {"cjk": cjk, "target_length_ratio": target_length_ratio, **rm_options}
     terms = [(w, _resolve(name, options)) for w, name in parse_spec(spec)]
     if len(terms) == 1 and terms[0][0] == 1.0:
         return terms[0][1]
     name = "".join(_term_text(i, w, fn.__name__) for i, (w, fn) in enumerate(terms))
     return Reward(name, _weighted_sum(terms), terms)
+
+
+def stateful_terms(reward: Callable) -> dict[str, Any]:
+    """The terms of ``reward`` that keep state across calls (an ``rm:`` term's running statistics),
+    by name, for the loop's checkpoint (``Run.resume(stateful=...)``)."""
+    terms = reward.terms if isinstance(reward, Reward) and reward.terms else [(1.0, reward)]
+    return {f"reward:{reward_name(fn)}": fn.fn for _, fn in terms
+            if isinstance(fn, Reward) and hasattr(fn.fn, "state_dict")}

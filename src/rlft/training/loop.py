@@ -59,6 +59,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     from rlft.data.templates import render
     from rlft.eval.monitors import DivergenceWatch
     from rlft.models.loading import load_reference
+    from rlft.rewards.registry import stateful_terms
     from rlft.training.setup import prepare_parts
     from rlft.training.update import UpdateBatch, UpdateSettings, update
 
@@ -73,7 +74,8 @@ def train(config: Config, parts: Any = None) -> RunResult:
     gen = torch.Generator().manual_seed(config.run.seed + 1)
     watch = DivergenceWatch()  # validation metric falling while the train reward rises
     state = run.resume(RLState(), generators={"rollout": gen},
-                       stateful={**traffic.stateful(), "divergence_watch": watch})
+                       stateful={**traffic.stateful(), "divergence_watch": watch,
+                                 **stateful_terms(parts.reward_fn)})  # an rm: term's running statistics
     settings = UpdateSettings.from_config(config, parts, clip=algo.clip)
     if run.eval_due(0):
         _validate(run, 0, reference, watch, traffic)
@@ -123,8 +125,9 @@ def _score(parts: Any, needs_greedy: bool, batch: list, prompts: list[str], roll
 
     config, G, B = parts.config, rollout.group_size, len(batch)
     refs = [ex.references for ex in batch for _ in range(G)]
+    # training=True: this batch (alone) updates an rm: term's running normalization
     scored = score(parts.reward_fn, [ex.prompt for ex in batch for _ in range(G)], rollout.texts, refs,
-                   truncated=rollout.truncated.tolist())
+                   truncated=rollout.truncated.tolist(), training=True)
     out = Scores(scored, error=scored.error)
     if scored.error is None and needs_greedy:
         greedy = parts.sampler.greedy(prompts, max_new_tokens=config.rollout.max_new_tokens)

@@ -66,7 +66,9 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     device = resolve_device(config.run.device)
     precision = resolved_precision(device, config.run.precision)
     reward_fn = build_reward(config.reward.spec, cjk=config.reward.cjk,
-                             target_length_ratio=config.reward.target_length_ratio)
+                             target_length_ratio=config.reward.target_length_ratio, device=device,
+                             rm_batch_size=config.rm.score_batch_size, rm_max_length=config.rm.max_length,
+                             rm_normalize=config.rm.normalize)  # the rm: terms' options
     splits: dict[str, list[Example]] = {}
     if need_data:
         from rlft.data.splits import load_splits
