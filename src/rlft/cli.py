@@ -262,16 +262,26 @@ def _rm_options(p: argparse.ArgumentParser) -> None:
 
     epilog = "settings (set in YAML or as section.key=value):\n" + help_text()
     sub = p.add_subparsers(dest="rm_action", metavar="ACTION", required=True)
-    text = ("Train a Bradley-Terry reward model on preference pairs (data.train: prompt, chosen, rejected; "
-            "optional tie, margin, annotator).")
-    q = sub.add_parser("train", help=text, description=text, epilog=epilog,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
-                   help="an optional YAML config file, then dotted overrides")
-    _resume_option(q)
+    for action, text in (("train", "Train a Bradley-Terry reward model on preference pairs (data.train: prompt, "
+                                   "chosen, rejected; optional tie, margin, annotator)."),
+                         ("pairs", "Write synthetic preference pairs (AI feedback): samples of model.name_or_path "
+                                   "for data's prompts, ordered by the reference metric reward.spec.")):
+        q = sub.add_parser(action, help=text, description=text, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        q.add_argument("args", nargs="*", metavar="[CONFIG.yaml] [section.key=value ...]",
+                       help="an optional YAML config file, then dotted overrides")
+        if action == "train":
+            _resume_option(q)
+        else:
+            q.add_argument("--out", required=True, help="the preference JSONL file to write")
 
 
 def _cmd_rm(ns: argparse.Namespace) -> int:
+    if ns.rm_action == "pairs":
+        from rlft.training.preference_pairs import write_pairs
+
+        print(write_pairs(_config(ns.args), ns.out))
+        return 0
     from rlft.training.reward_model import train_reward_model
 
     result = train_reward_model(_config(ns.args, ["run.resume=true"] if ns.resume else None))
@@ -296,7 +306,8 @@ COMMANDS: dict[str, Command] = {
     "models": Command("List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and "
                       "converts one ahead of time.", _cmd_models, _models_options, settings=False),
     "config": Command("Print the fully resolved config (YAML) for a config file and overrides.", _cmd_config),
-    "rm": Command("Reward models: `rlft rm train` on preference pairs.", _cmd_rm, _rm_options, settings=False),
+    "rm": Command("Reward models: `rlft rm train` on preference pairs, `rlft rm pairs` writes synthetic pairs "
+                  "(the `rm:PATH` reward uses the result).", _cmd_rm, _rm_options, settings=False),
 }
 
 

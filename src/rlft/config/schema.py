@@ -211,6 +211,8 @@ class RMConfig:
     calibration_bins: int = doc(10, "`rlft rm train`: bins of the held-out calibration table (predicted P(chosen wins) against the observed rate).", range="[2, inf)")
     normalize: bool = doc(True, "`rm:PATH` rewards: standardize the scores by the running mean and std of every training batch so far (saved in checkpoints, restored on resume); evaluations read the statistics without changing them.")
     score_batch_size: int = doc(16, "`rm:PATH` rewards: completions scored per forward pass.", range="[1, inf)")
+    pair_margin: float = doc(0.05, "`rlft rm pairs`: two completions whose reference-metric scores (reward.spec) differ by less than this are written as a tie.", range="[0, inf)")
+    pairs_per_prompt: int = doc(1, "`rlft rm pairs`: pairs written per prompt, drawn at random from its rollout.group_size samples (identical texts are never paired).", range="[1, inf)")
 
 
 @dataclass(frozen=True)
