@@ -1,5 +1,5 @@
 """Each choice setting's values are declared once (a Literal type in rlft.config.schema or
-rlft.algorithms.registry, or a registry's keys); validation, --help, the docs and the modules that
+rlft.algorithms.loss_settings, or a registry's keys); validation, --help, the docs and the modules that
 dispatch on the setting read that declaration. These tests fail when a copy reappears or drifts."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rlft.errors import RlftError
 SRC = Path(__file__).resolve().parents[1] / "src" / "rlft"
 CHOICE_KEYS = [k for k in all_keys() if choices(k)]
 # Where the lists are declared: the Literal types, and the tables whose keys are the choices.
-DECLARATIONS = {SRC / "config" / "schema.py", SRC / "algorithms" / "registry.py"}
+DECLARATIONS = {SRC / "config" / "schema.py", SRC / "algorithms" / "registry.py", SRC / "algorithms" / "loss_settings.py"}
 
 
 def test_the_choice_settings():

@@ -26,14 +26,14 @@ def _finite(rows: list[dict]) -> bool:
     return all(math.isfinite(v) for r in rows for k, v in r.items() if isinstance(v, float))
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "scst", "rloo", "grpo"])
+@pytest.mark.parametrize("algo", ["reinforce", "scst", "rloo", "grpo", "ppo"])
 def test_rl_steps_change_params_causal(tmp_path, tiny_causal_dir, tiny_dataset, algo):
     from rlft.training.loop import train
     from rlft.training.setup import build_parts
 
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{
         "algo.name": algo, "algo.kl_coef": 0.05, "algo.entropy_coef": 0.01, "optim.grad_accum": 2,
-        "algo.updates_per_batch": 2 if algo == "grpo" else 1}))
+        "algo.updates_per_batch": 2 if algo in ("grpo", "ppo") else 1}))
     parts = build_parts(cfg)
     before = _params(parts.policy.model)
     result = train(cfg, parts)

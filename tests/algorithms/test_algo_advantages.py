@@ -125,8 +125,9 @@ def _call(name, rewards, state, greedy=None, momentum=0.5, scale=True):
 
 
 def test_registry_names_and_flags():
-    assert set(ALGORITHMS) == {"reinforce", "scst", "rloo", "grpo"}
-    assert {n for n, a in ALGORITHMS.items() if a.clip} == {"grpo"}
+    assert set(ALGORITHMS) == {"reinforce", "scst", "rloo", "grpo", "ppo"}
+    assert {n for n, a in ALGORITHMS.items() if a.clip} == {"grpo", "ppo"}
+    assert {n for n, a in ALGORITHMS.items() if a.critic} == {"ppo"}
     assert {n for n, a in ALGORITHMS.items() if a.needs_greedy} == {"scst"}
     assert all(a.name == n for n, a in ALGORITHMS.items())
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rlft.algorithms import rl_loss
+from rlft.algorithms import ALGORITHMS, rl_loss
 from rlft.algorithms import ppo
 from rlft.algorithms.kl_control import adaptive_kl_coef
 
@@ -87,6 +87,20 @@ def test_rl_loss_takes_per_token_advantages():
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match=r"\(N, T\)"):
         rl_loss(lp, old, torch.zeros(2, 2), MASK)
+
+
+def test_the_registered_critic_is_gae_of_the_token_rewards_whitened():
+    algo = ALGORITHMS["ppo"]
+    assert algo.clip and algo.critic is not None and algo.min_group_size == 1
+    rewards = torch.tensor([[1.0], [2.0]])  # (B, G) = (2, 1): the sequence rewards pass through
+    seq = algo.advantages(rewards, greedy_rewards=None, state={}, baseline_momentum=0.9, scale_rewards=True)
+    torch.testing.assert_close(seq, rewards)
+    kl = torch.tensor([[0.1, 0.2, 0.3], [0.5, -0.1, 9.0]])
+    values = torch.tensor([[0.5, 1.0, 2.0], [1.0, 0.0, 7.0]])
+    adv, ret = algo.critic(seq.reshape(-1), mask=MASK, kl=kl, kl_coef=0.5, values=values, gamma=0.9, lam=0.5)
+    raw, want_ret = ppo.gae(torch.tensor([[-0.05, -0.1, 0.85], [-0.25, 2.05, 0.0]]), values, MASK, 0.9, 0.5)
+    torch.testing.assert_close(ret, want_ret)
+    torch.testing.assert_close(adv, ppo.whiten(raw, MASK))
 
 
 def test_adaptive_kl_coefficient_by_hand():

@@ -10,6 +10,7 @@ import torch
 
 from rlft.algorithms import ALGORITHMS, Algorithm, reinforce, setting_range
 from rlft.config import Config, load_config
+from rlft.config.schema import _interval
 from rlft.errors import RlftError
 
 
@@ -66,11 +67,12 @@ def test_config_reads_a_users_algorithm_from_the_registry(monkeypatch):
 
 def test_declared_setting_ranges_are_the_config_ranges():
     declared = {key: a.bounds[key] for a in ALGORITHMS.values() for key in a.bounds}
-    assert declared == {"baseline_momentum": "[0, 1)", "clip_eps": "(0, 1]"}
+    assert declared == {"baseline_momentum": "[0, 1)", "clip_eps": "(0, 1]", "gamma": "[0, 1]", "lam": "[0, 1]",
+                        "vf_coef": "[0, inf)", "cliprange_value": "(0, inf)"}
     algo_fields = {f.name: f for f in dataclasses.fields(Config().algo)}
     for key, text in declared.items():
         assert setting_range(key) == text
-        assert str(algo_fields[key].metadata["range"]) == f"in {text}", key
+        assert algo_fields[key].metadata["range"] == _interval(text), key
     # the algorithm's own precondition is the declared interval: [0, 1) for the momentum
     reinforce.advantages(torch.ones(1, 2), None, 0.0)
     with pytest.raises(ValueError, match="momentum"):

@@ -81,7 +81,7 @@ def test_loop_state_is_a_dataclass_saved_and_restored(tmp_path, tiny_causal_dir,
     train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{
         **common, "run.steps": 1})))
     saved = json.loads((tmp_path / "run" / "checkpoints" / "step-00000001" / "trainer_state.json").read_text())
-    assert set(saved["state"]) == {"algo", "skipped", "consecutive_skips", "warned_truncation"}
+    assert set(saved["state"]) == {"algo", "skipped", "consecutive_skips", "warned_truncation", "kl_coef"}
     assert isinstance(saved["state"]["algo"]["baseline"], float)  # REINFORCE's running baseline
 
     from rlft.training.run import _restored

@@ -15,7 +15,7 @@ from typing import get_args
 import torch
 from torch import Tensor
 
-from rlft.algorithms.registry import KL_MODE_ESTIMATORS, KlEstimator, LossNorm
+from rlft.algorithms.loss_settings import KL_MODE_ESTIMATORS, KlEstimator, LossNorm
 
 
 def masked_sum(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from rlft.algorithms.common import aggregate, masked_mean
-from rlft.algorithms.registry import LossNorm
+from rlft.algorithms.loss_settings import LossNorm
 
 
 def token_rewards(rewards: Tensor, mask: Tensor, kl: Tensor | None = None, kl_coef: float = 0.0) -> Tensor:

@@ -53,6 +53,12 @@ def validate(config: Config) -> None:
     if config.reward.normalize_components and config.rollout.group_size * config.rollout.prompts_per_step < 2:
         raise RlftError("config: reward.normalize_components needs at least 2 samples per step to standardize over "
                         "(rollout.group_size x rollout.prompts_per_step is 1)")
+    if config.algo.kl_target > 0 and config.algo.kl_coef == 0:
+        raise RlftError("config: algo.kl_target adapts algo.kl_coef, which is 0 (no reference model); "
+                        "give kl_coef a starting value > 0")
+    if config.algo.minibatches > config.rollout.prompts_per_step * config.rollout.group_size:
+        raise RlftError(f"config: algo.minibatches={config.algo.minibatches} is more than the rows of a batch "
+                        "(rollout.prompts_per_step x rollout.group_size)")
     if config.rollout.group_size < algo.min_group_size:
         raise RlftError(f"config: algo.name={algo.name} needs rollout.group_size >= {algo.min_group_size} "
                         "(its baseline compares the samples of one prompt)")

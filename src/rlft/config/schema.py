@@ -127,8 +127,15 @@ class AlgoConfig:
     clip_eps: float = doc(0.2, "GRPO/PPO ratio clipping: the ratio is clipped to [1 - eps, 1 + eps].", range=setting_range("clip_eps"))
     loss_norm: LossNorm = doc("token", "Loss normalization: 'token' (mean over all completion tokens) or 'sequence' (mean per sequence, then over sequences).")
     baseline_momentum: float = doc(0.9, "REINFORCE moving-average baseline momentum; 0 disables the baseline.", range=setting_range("baseline_momentum"))
-    updates_per_batch: int = doc(1, "Gradient updates on each batch of rollouts (1 = on-policy).", range="[1, inf)")
+    updates_per_batch: int = doc(1, "Passes over each batch of rollouts (PPO's epochs; 1 = on-policy), each of `minibatches` optimizer steps.", range="[1, inf)")
+    minibatches: int = doc(1, "Optimizer steps per pass over a batch of rollouts: the batch is split into this many minibatches of whole rows, in order (each split again into optim.grad_accum micro-batches).", range="[1, inf)")
     scale_rewards: bool = doc(True, "GRPO: divide group-centred rewards by the group's standard deviation.")
+    kl_target: float = doc(0.0, "Adaptive KL coefficient (Ziegler et al. 2019), for every algorithm: the target KL(pi || pi_ref) per completion in nats (k1 summed over its tokens); kl_coef is its starting value and is multiplied by 1 + clip(KL / kl_target - 1, -0.2, 0.2) * N / kl_horizon after each step of N completions. 0 = a fixed kl_coef.", range="[0, inf)")
+    kl_horizon: int = doc(10000, "Adaptive KL coefficient: its horizon in completions (the larger, the slower it moves).", range="[1, inf)")
+    gamma: float = doc(1.0, "PPO: discount of the per-token rewards in GAE.", range=setting_range("gamma"))
+    lam: float = doc(0.95, "PPO: lambda of GAE (1 = Monte-Carlo returns, 0 = one-step TD errors).", range=setting_range("lam"))
+    vf_coef: float = doc(0.1, "PPO: weight of the value loss in the loss (the value head shares the policy's trunk, so this also sets how much the value regression moves the trunk).", range=setting_range("vf_coef"))
+    cliprange_value: float = doc(0.2, "PPO: the value head's estimate may move at most this far from its rollout-time value per batch (clipped value loss).", range=setting_range("cliprange_value"))
 
 
 @dataclass(frozen=True)

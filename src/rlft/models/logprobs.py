@@ -36,20 +36,34 @@ def completion_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bo
     ``completion_mask == 0`` are finite but meaningless. ``chunk`` bounds the rows per forward pass
     (memory); gradients flow unless the caller wraps this in ``torch.no_grad()``.
     """
-    n = rollout_like.completion_ids.shape[0]
-    step = chunk or n
-    parts = [_logprobs_rows(model, rollout_like, slice(i, i + step), is_seq2seq, with_entropy, temperature)
-             for i in range(0, n, step)]
-    logprobs = torch.cat([p[0] for p in parts])
-    entropy = torch.cat([p[1] for p in parts]) if with_entropy else None
+    logprobs, entropy, _ = completion_logprobs_values(model, None, rollout_like, is_seq2seq=is_seq2seq,
+                                                      with_entropy=with_entropy, chunk=chunk, temperature=temperature)
     return logprobs, entropy
 
 
-def _logprobs_rows(model, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool, temperature: float):
-    logits = _completion_logits(model, r, rows, is_seq2seq)                        # (n, T, V)
+def completion_logprobs_values(model: Any, value_head: Any, rollout_like: RolloutLike, *, is_seq2seq: bool,
+                               with_entropy: bool = False, chunk: int | None = None, temperature: float = 1.0,
+                               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``completion_logprobs`` and, from the same forward pass, ``value_head`` applied to the last
+    hidden state at each completion position: V(x, y_<t) (N, T) in fp32, None without a head
+    (``rlft.models.value_head``). Returns ``(logprobs, entropy or None, values or None)``."""
+    n = rollout_like.completion_ids.shape[0]
+    step = chunk or n
+    parts = [_logprobs_rows(model, value_head, rollout_like, slice(i, i + step), is_seq2seq, with_entropy,
+                            temperature) for i in range(0, n, step)]
+    logprobs = torch.cat([p[0] for p in parts])
+    entropy = torch.cat([p[1] for p in parts]) if with_entropy else None
+    values = torch.cat([p[2] for p in parts]) if value_head is not None else None
+    return logprobs, entropy, values
+
+
+def _logprobs_rows(model, value_head, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool,
+                   temperature: float):
+    logits, hidden = _completion_logits(model, r, rows, is_seq2seq, hidden=value_head is not None)  # (n, T, V)
     if temperature != 1.0:
         logits = logits.float() / temperature
-    return token_logprobs(logits, r.completion_ids[rows], with_entropy)
+    logprobs, entropy = token_logprobs(logits, r.completion_ids[rows], with_entropy)
+    return logprobs, entropy, value_head(hidden) if value_head is not None else None
 
 
 def completion_token_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2seq: bool) -> torch.Tensor:
@@ -59,24 +73,24 @@ def completion_token_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2s
     training path never materializes this tensor.
     """
     n = rollout_like.completion_ids.shape[0]
-    logits = _completion_logits(model, rollout_like, slice(0, n), is_seq2seq)
+    logits, _ = _completion_logits(model, rollout_like, slice(0, n), is_seq2seq)
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _completion_logits(model, r: RolloutLike, rows: slice, is_seq2seq: bool) -> torch.Tensor:
+def _completion_logits(model, r: RolloutLike, rows: slice, is_seq2seq: bool, hidden: bool = False):
+    """The logits (n, T, V) at the completion positions and, with ``hidden``, the last hidden
+    states there (n, T, H): the LM head's input, where a value head reads (else None)."""
     prompt_ids, prompt_mask = r.prompt_ids[rows], r.prompt_mask[rows]            # (n, P)
     completion_ids = r.completion_ids[rows]                                        # (n, T)
     completion_mask = (r.completion_mask[rows] > 0).to(prompt_mask.dtype)          # (n, T)
-    if is_seq2seq:
-        logits = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                       decoder_input_ids=_shift_right(model, completion_ids)).logits  # (n, T, V)
-    else:
-        logits = _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids,
-                                           completion_mask)                         # (n, T, V)
-    return logits
+    if not is_seq2seq:
+        return _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=_shift_right(model, completion_ids),
+                **({"output_hidden_states": True} if hidden else {}))
+    return out.logits, out.decoder_hidden_states[-1] if hidden else None          # (n, T, V), (n, T, H)
 
 
-def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
+def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=False):
     t = completion_ids.shape[1]
     if prompt_mask.shape[1]:
         # Columns that are padding in every row (a micro-batch of short prompts) carry nothing.
@@ -86,19 +100,22 @@ def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, co
     cache = prefix_cache(model) if groups is not None else None
     if cache is not None:
         return shared_prompt_logits(model, cache, *groups, prompt_ids, prompt_mask, completion_ids,
-                                    completion_mask)
+                                    completion_mask, hidden=hidden)
     # The logits at column j predict token j+1, so the last completion token is never an input:
     # the model sees prompt + y_<T and we keep the logits of its last T columns.
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)             # (n, P+T-1)
     mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
     # Left padding: the first real token is position 0, as in the sampler's prefill.
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids}
+    kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids,
+              **({"output_hidden_states": True} if hidden else {})}
     if forward_accepts(model, "logits_to_keep"):
         # transformers slices the hidden states before the LM head (and applies any final
         # soft-capping), so only T positions are projected onto the vocabulary.
-        return model(**kwargs, logits_to_keep=t).logits
-    return model(**kwargs).logits[:, -t:]
+        out = model(**kwargs, logits_to_keep=t)
+    else:
+        out = model(**kwargs)
+    return out.logits[:, -t:], out.hidden_states[-1][:, -t:] if hidden else None  # (n, T, V), (n, T, H)
 
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, with_entropy: bool = False,

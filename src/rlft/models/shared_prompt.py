@@ -52,9 +52,10 @@ def _checkpointing(model) -> bool:
 
 
 def shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, completion_ids,
-                          completion_mask):
+                          completion_mask, hidden: bool = False):
     """Run each distinct prompt once, copy its keys and values to the rows that share it, then run
-    the completions on top.
+    the completions on top: the logits (n, T, V) and, with ``hidden``, the last hidden states at
+    the same positions (n, T, H), else None.
 
     A completion token attends to the same keys, values and mask as in one pass over prompt +
     completion, so the log-probabilities are the same (up to float summation order); gradients
@@ -64,15 +65,19 @@ def shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, c
     t = completion_ids.shape[1]
     u_ids, u_mask = prompt_ids[starts], prompt_mask[starts]                        # (u, P)
     keep = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
+    if hidden:
+        keep["output_hidden_states"] = True
     out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, **{cache_kwarg(model): cache}, **keep)
     first = out.logits[:, -1:][group]                    # (n, 1, V): the last prompt column predicts y_0
+    first_h = out.hidden_states[-1][:, -1:][group] if hidden else None             # (n, 1, H)
     if t == 1:
-        return first
+        return first, first_h
     cache = output_cache(out)
     cache.batch_select_indices(group)                    # (u, ...) -> (n, ...), differentiable
     mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -(t - 1):]                # (n, T-1)
     rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=position_ids,
-                 use_cache=True, **{cache_kwarg(model): cache}).logits                      # (n, T-1, V)
-    return torch.cat([first, rest], dim=1)                                          # (n, T, V)
+                 use_cache=True, **{cache_kwarg(model): cache}, **({"output_hidden_states": True} if hidden else {}))
+    logits = torch.cat([first, rest.logits], dim=1)                                 # (n, T, V)
+    return logits, torch.cat([first_h, rest.hidden_states[-1]], dim=1) if hidden else None  # (n, T, H)

@@ -9,7 +9,8 @@ Layout of ``run_dir/checkpoints/step-00000050/``::
     optimizer.pt, scheduler.pt -> ``state_dict()`` of each
     rng.pt                     -> Python, NumPy, torch CPU/CUDA RNG states and named torch.Generators
     trainer_state.json         -> step and the JSON-serializable entries of the loop's state
-    extra.pt                   -> ``state['extra']`` and any non-JSON entries (only when there are some)
+    extra.pt                   -> ``state['extra']`` and any non-JSON entries (only when there are some;
+                                  PPO's value head is ``extra['value_head']``, its state_dict)
     COMPLETE                   -> written last; a directory without it is never a checkpoint
 
 A checkpoint is written into ``.tmp-step-...``, fsynced, marked COMPLETE, and renamed into
@@ -151,10 +152,19 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, t
     return write_dir_atomically(root / f"step-{int(step):08d}", write, marker=COMPLETE)
 
 
-def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final") -> Path:
+def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final",
+                 value_head: torch.nn.Module | None = None) -> Path:
     """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory;
-    for a LoRA adapter the merged model, with the adapter alone in ``{name}/adapter/``)."""
-    return write_dir_atomically(Path(run_dir) / name, lambda d: _save_model(model, tokenizer, d, merged=True))
+    for a LoRA adapter the merged model, with the adapter alone in ``{name}/adapter/``; PPO's value
+    head in ``{name}/value_head.safetensors``, which ``from_pretrained`` leaves alone)."""
+    from rlft.models.value_head import save_value_head
+
+    def write(d: Path) -> None:
+        _save_model(model, tokenizer, d, merged=True)
+        if value_head is not None:
+            save_value_head(value_head, d)
+
+    return write_dir_atomically(Path(run_dir) / name, write)
 
 
 # ---------------------------------------------------------------------------------------------

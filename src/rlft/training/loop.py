@@ -6,10 +6,11 @@ loop shares (resume, logging, evaluation and checkpoint cadence, export). Every 
   1. pick B unique prompts (uniform, or by traffic weight count**alpha with a floor);
   2. roll out G completions per prompt with the sampler (KV-cache decode);
   3. score them with the reward; a reward that raises or returns NaN/inf skips the step;
-  4. advantages from the algorithm (REINFORCE / SCST / RLOO / GRPO);
+  4. advantages from the algorithm (REINFORCE / SCST / RLOO / GRPO per sequence; PPO per token, by
+     GAE over a value head on the policy's trunk); the KL coefficient adapts (``algo.kl_target``);
   5. update (``rlft.training.update``): log-probabilities with grad in micro-batches, the
-     policy-gradient loss with KL and entropy terms, gradient clipping, one AdamW step
-     (``updates_per_batch`` times);
+     policy-gradient loss with KL and entropy terms (PPO: and the clipped value loss), gradient
+     clipping, AdamW steps (``updates_per_batch`` passes of ``minibatches`` steps);
   6. log (with the reward-hacking monitors of ``rlft.eval.monitors``); evaluate on validation at
      step 0 and every ``eval_every`` steps, checkpoint every ``save_every``.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -37,6 +38,7 @@ class RLState:
     skipped: int = 0                 # steps skipped so far: bad reward, non-finite loss or gradient
     consecutive_skips: int = 0       # skipped in a row; run.skip_bad_reward_limit of them stops the run
     warned_truncation: bool = False  # the warning about completions hitting max_new_tokens was shown
+    kl_coef: float | None = None     # the KL coefficient now: algo.kl_coef, adapted when algo.kl_target > 0
 
 
 @dataclass
@@ -56,10 +58,12 @@ def train(config: Config, parts: Any = None) -> RunResult:
     data, reward and sampler then come from ``parts`` and every other setting from ``config``.
     """
     from rlft.algorithms import ALGORITHMS
+    from rlft.algorithms.kl_control import adaptive_kl_coef
     from rlft.data.templates import render
     from rlft.eval.monitors import DivergenceWatch
     from rlft.models.loading import load_reference
     from rlft.rewards.registry import stateful_terms
+    from rlft.models.value_head import value_head_for
     from rlft.training.setup import prepare_parts
     from rlft.training.update import UpdateBatch, UpdateSettings, update
 
@@ -67,7 +71,9 @@ def train(config: Config, parts: Any = None) -> RunResult:
     config = parts.config  # task defaults applied
     ro, algo_cfg, policy, train_set = config.rollout, config.algo, parts.policy, parts.splits["train"]
     algo = ALGORITHMS[algo_cfg.name]
-    run = Run(config, parts, name="rl", total_steps=config.run.steps, dropout=False, eval_at_start=True)
+    value_head = value_head_for(policy.model) if algo.critic is not None else None  # PPO's critic (trunk shared)
+    run = Run(config, parts, name="rl", total_steps=config.run.steps, dropout=False, eval_at_start=True,
+              value_head=value_head)
     # The reference is the starting policy: taken before the resume loads a checkpoint's weights.
     reference = load_reference(policy, config.model) if algo_cfg.kl_coef > 0 else None  # rlft.models.reference
     traffic = TrafficPrompts(train_set, config.frequency, ro.prompts_per_step, config.run.seed)
@@ -76,6 +82,8 @@ def train(config: Config, parts: Any = None) -> RunResult:
     state = run.resume(RLState(), generators={"rollout": gen},
                        stateful={**traffic.stateful(), "divergence_watch": watch,
                                  **stateful_terms(parts.reward_fn)})  # an rm: term's running statistics
+    if state.kl_coef is None or algo_cfg.kl_target == 0:
+        state.kl_coef = algo_cfg.kl_coef  # fixed, or where the adaptive coefficient starts
     settings = UpdateSettings.from_config(config, parts, clip=algo.clip)
     if run.eval_due(0):
         _validate(run, 0, reference, watch, traffic)
@@ -93,16 +101,21 @@ def train(config: Config, parts: Any = None) -> RunResult:
         scores = _score(parts, algo.needs_greedy, batch, prompts, rollout)
         error, kl_stats = scores.error, {}
         if error is None:
-            # 4. advantages, of R - kl_coef * KL(y) when the KL penalty is in the reward (algo.kl_mode)
-            ref_lp, kl_stats, penalized = _kl_penalty(reference, rollout, scores.rewards, algo_cfg, settings)
-            advantages = algo.advantages(penalized, greedy_rewards=scores.greedy, state=state.algo,
-                                         baseline_momentum=algo_cfg.baseline_momentum,
-                                         scale_rewards=algo_cfg.scale_rewards).reshape(-1)       # (N,)
+            # 4. advantages, of R - kl_coef * KL(y) when the KL penalty is in the reward (algo.kl_mode);
+            #    then the KL coefficient adapts to this batch's KL (algo.kl_target; 0 keeps it fixed)
+            ref_lp, kl_stats = _reference_kl(reference, rollout, algo_cfg, settings)
+            adv = _advantages(algo, algo_cfg, state, scores, rollout, ref_lp, policy.model, value_head, settings)
             weights = traffic.loss_weights(idx).repeat_interleave(ro.group_size).float()      # (N,)
+            kl_coef, state.kl_coef = state.kl_coef, adaptive_kl_coef(
+                state.kl_coef, kl_stats.get("kl_sequence", 0.0), target=algo_cfg.kl_target,
+                horizon=algo_cfg.kl_horizon, n=len(weights))
             # 5. update; a non-finite loss or gradient skips it like a bad reward
             kl_loss_ref = ref_lp if algo_cfg.kl_mode == "loss" else None
-            stats, error = update(policy.model, run.optimizer, UpdateBatch(rollout, advantages, weights, kl_loss_ref),
-                                  settings)
+            stats, error = update(policy.model, run.optimizer,
+                                  UpdateBatch(rollout, adv.advantages, weights, kl_loss_ref, kl_coef,
+                                              adv.old_logprobs, adv.returns, adv.old_values), settings, value_head)
+            if algo_cfg.kl_target > 0:
+                kl_stats["kl_coef"] = kl_coef
         run.scheduler_step()  # on skipped steps too: the learning-rate schedule follows the step number
         # 6. log, evaluate, checkpoint (a skipped step still evaluates and saves when due)
         times = {"step_time": time.perf_counter() - t0, "gen_time": t_gen}
@@ -144,22 +157,54 @@ def _score(parts: Any, needs_greedy: bool, batch: list, prompts: list[str], roll
     return out
 
 
-def _kl_penalty(reference: Any, rollout: Any, rewards: torch.Tensor, algo_cfg: Any,
-                settings: Any) -> tuple[torch.Tensor | None, dict[str, float], torch.Tensor]:
-    """Step 4's input: (the reference's log-probs (N, T) or None, KL stats, the rewards the advantages
-    are taken of (B, G): R - kl_coef * KL(y) when ``algo.kl_mode='reward'``, else R)."""
+class Advantages(NamedTuple):
+    """Step 4's result: what the update learns from."""
+
+    advantages: torch.Tensor                  # (N,) per sequence, or (N, T) per token (PPO)
+    returns: torch.Tensor | None = None       # (N, T) PPO: the value head's targets
+    old_values: torch.Tensor | None = None    # (N, T) PPO: the value head's estimates now
+    old_logprobs: torch.Tensor | None = None  # (N, T) PPO: log pi before the update, from the same pass
+
+
+def _reference_kl(reference: Any, rollout: Any, algo_cfg: Any, settings: Any) -> tuple[torch.Tensor | None, dict]:
+    """The reference's log-probs (N, T) or None, and the KL stats: 'kl_sequence' (the mean over
+    completions of sum_t k1, what the adaptive coefficient reads) and, with the penalty in the
+    reward, 'kl' (the token mean of k1; in the loss it comes from the loss)."""
     from rlft.algorithms import kl_reward, masked_mean
     from rlft.training.update import frozen_logprobs
 
     if reference is None:
-        return None, {}, rewards
+        return None, {}
     with reference.active() as ref_model:
         ref_lp = frozen_logprobs(ref_model, rollout, settings)                            # (N, T)
-    if algo_cfg.kl_mode != "reward":
-        return ref_lp, {}, rewards
-    kl = kl_reward(rollout.logprobs, ref_lp, rollout.completion_mask)                       # (N,)
-    penalized = rewards - algo_cfg.kl_coef * kl.view_as(rewards)                            # (B, G)
-    return ref_lp, {"kl": masked_mean(rollout.logprobs - ref_lp, rollout.completion_mask).item()}, penalized
+    stats = {"kl_sequence": kl_reward(rollout.logprobs, ref_lp, rollout.completion_mask).mean().item()}
+    if algo_cfg.kl_mode == "reward":
+        stats["kl"] = masked_mean(rollout.logprobs - ref_lp, rollout.completion_mask).item()
+    return ref_lp, stats
+
+
+def _advantages(algo: Any, algo_cfg: Any, state: RLState, scores: Scores, rollout: Any, ref_lp: torch.Tensor | None,
+                model: Any, value_head: Any, settings: Any) -> Advantages:
+    """Step 4. Per sequence: the algorithm's advantages of R - kl_coef * KL(y) when the KL penalty
+    is in the reward. With a critic (PPO): R passes to GAE with the per-token k1 penalty and the
+    value head's estimates, taken in one pass with the policy's log-probs before the update."""
+    from rlft.algorithms import kl_penalty, kl_reward
+    from rlft.training.update import frozen_logprobs_values
+
+    mask, penalty = rollout.completion_mask, ref_lp is not None and algo_cfg.kl_mode == "reward"
+    rewards = scores.rewards                                                                  # (B, G)
+    if penalty and algo.critic is None:
+        rewards = rewards - state.kl_coef * kl_reward(rollout.logprobs, ref_lp, mask).view_as(rewards)
+    seq = algo.advantages(rewards, greedy_rewards=scores.greedy, state=state.algo,
+                          baseline_momentum=algo_cfg.baseline_momentum,
+                          scale_rewards=algo_cfg.scale_rewards).reshape(-1)                   # (N,)
+    if algo.critic is None:
+        return Advantages(seq)
+    old_lp, old_values = frozen_logprobs_values(model, value_head, rollout, settings)         # (N, T) each
+    kl = kl_penalty(rollout.logprobs, ref_lp, "k1") if penalty else None                     # (N, T)
+    advantages, returns = algo.critic(seq, mask=mask, kl=kl, kl_coef=state.kl_coef, values=old_values,
+                                      gamma=algo_cfg.gamma, lam=algo_cfg.lam)                # (N, T) each
+    return Advantages(advantages, returns, old_values, old_lp)
 
 
 def _train_row(config: Config, run: Run, scores: Scores, rollout: Any, batch: list, idx: torch.Tensor,

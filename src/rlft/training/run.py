@@ -5,7 +5,7 @@ does the same way, so that it cannot drift between loops:
 
 - the model's mode: dropout off (``dropout=False``) or as the model was configured;
 - the run directory, the resolved ``config.yaml``, ``metrics.jsonl`` (+ TensorBoard), the progress bar;
-- AdamW and the learning-rate schedule over ``total_steps``;
+- AdamW and the learning-rate schedule over ``total_steps`` (over the model and PPO's value head);
 - resume from the newest checkpoint: weights, optimizer, scheduler, RNGs, named generators,
   ``state_dict()`` objects and the loop's own state, a dataclass (``trainer_state.json``);
 - the evaluation cadence (a step-0 evaluation of a fresh run when ``eval_at_start``, every
@@ -52,8 +52,9 @@ class Run:
     """
 
     def __init__(self, config: Config, parts: Any, *, name: str, total_steps: int, dropout: bool,
-                 eval_at_start: bool) -> None:
+                 eval_at_start: bool, value_head: torch.nn.Module | None = None) -> None:
         from rlft.models.loading import disable_dropout
+        from rlft.models.value_head import with_value_head
         from rlft.training.optim import build_optimizer, build_scheduler
 
         self.config, self.parts, self.name, self.total = config, parts, name, total_steps
@@ -64,7 +65,8 @@ class Run:
         self.val_set = parts.splits.get("validation", [])[: config.eval.max_examples]
         self.run_dir = Path(config.run.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.optimizer = build_optimizer(self.model, config.optim)
+        self.value_head = value_head  # PPO's critic: optimized with the model, saved in checkpoints and final/
+        self.optimizer = build_optimizer(with_value_head(self.model, value_head), config.optim)
         self.scheduler = build_scheduler(self.optimizer, config.optim, total_steps)
 
     def resume(self, state: S, *, generators: dict[str, torch.Generator],
@@ -78,7 +80,9 @@ class Run:
         from rlft.training.setup import config_dict
 
         run = self.config.run
-        self.generators, self.stateful = generators, stateful or {}
+        self.generators, self.stateful = generators, dict(stateful or {})
+        if self.value_head is not None:
+            self.stateful["value_head"] = self.value_head
         saved: dict[str, Any] = {}
         resumed = resume_latest(self.run_dir, model=self.policy.trainable, optimizer=self.optimizer,
                                 scheduler=self.scheduler, generators=generators, state=saved,
@@ -150,10 +154,12 @@ class Run:
         prune_checkpoints(self.run_dir, run.keep_checkpoints)
 
     def export(self, name: str) -> Path:
-        """The model as a plain ``from_pretrained`` directory ``run_dir/{name}`` (``best``, ``final``)."""
+        """The model as a plain ``from_pretrained`` directory ``run_dir/{name}`` (``best``, ``final``), with
+        the value head beside the model files when there is one."""
         from rlft.training.checkpoint import export_final
 
-        return export_final(self.run_dir, self.policy.trainable, self.policy.tokenizer, name=name)
+        return export_final(self.run_dir, self.policy.trainable, self.policy.tokenizer, name=name,
+                            value_head=self.value_head)
 
     def finish(self) -> RunResult:
         """Close the progress bar, export ``final/``, close the log; the run's result."""
