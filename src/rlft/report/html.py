@@ -23,6 +23,7 @@ from rlft.errors import RlftError
 from rlft.eval.bootstrap import Verdict
 from rlft.eval.result import read_eval
 from rlft.report import monitors, plots
+from rlft.report.preference import plot_calibration, read_rm_evals
 from rlft.report.compare import Comparison, compare
 from rlft.report.table import display_name, fmt, fmt_ci, pick_examples
 from rlft.rundir import METRICS_FILE, eval_path, jsonable, read_metrics
@@ -92,6 +93,7 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
     if before_path.is_file() and after_path.is_file():
         cmp = compare(read_eval(before_path), read_eval(after_path), before_src=str(before_path),
                       after_src=str(after_path), n_resamples=n_resamples, seed=seed)
+    rm_evals = read_rm_evals(run_dir)  # a reward-model run (rlft rm train)
     if cmp is None and not metrics:
         raise RlftError(f"{run_dir}: nothing to report: no metrics.jsonl lines and no "
                         f"eval/{before_tag}.json + eval/{after_tag}.json pair")
@@ -109,13 +111,17 @@ def write_report(run_dir: str | os.PathLike, *, before_tag: str = "before", afte
             keys = monitors.monitor_keys(metrics)
             if keys:
                 pngs.append(plots.plot_monitors(metrics, keys, out_dir / "monitors.png"))
+        if rm_evals:
+            pngs.append(plot_calibration(rm_evals, out_dir / "calibration.png"))
     else:
         notes.append("matplotlib is not installed, so this report has no plots (pip install 'rlft[report]').")
-    if cmp is None:
+    if cmp is None and not rm_evals:
         notes.append(f"No eval/{before_tag}.json + eval/{after_tag}.json pair in the run directory: "
                      "training curves only.")
 
     summary = _summary(run_dir, metrics, cmp, pngs)
+    if rm_evals:
+        summary["reward_model"] = rm_evals
     atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1, allow_nan=False, ensure_ascii=False))
     if cmp is not None:
         atomic_write(out_dir / "table.txt", cmp.text + "\n")
@@ -139,6 +145,25 @@ def _table(header: list[str], body: list[list[tuple[str, str]]]) -> str:
     rows = "".join("<tr>" + "".join(f'<td class="{c}">{_e(v)}</td>' if c else f"<td>{_e(v)}</td>"
                                     for v, c in r) + "</tr>" for r in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _rm_html(evals: list[dict]) -> str:
+    """Pairwise accuracy with its Wilson interval per split, then each split's calibration table."""
+    out = [_table(["split", "pairs", "ties left out", "pairwise accuracy", "95% CI (Wilson)", "ECE"],
+                  [[(e["split"], ""), (str(e["n"]), ""), (str(e["ties"]), ""), (_pct(e["accuracy"]), "sig"),
+                    (f"{_pct(e['ci_low'])} to {_pct(e['ci_high'])}", ""), (fmt(e["ece"], 3), "")] for e in evals])]
+    for e in evals:
+        out.append(f'<p class="note">{_e(e["split"])}: calibration of P(chosen wins) = sigmoid(r_c - r_j), '
+                   "each pair counted both ways</p>")
+        out.append(_table(["P(chosen wins)", "n", "predicted", "observed"],
+                          [[(f"{b['low']:.1f} - {b['high']:.1f}", ""), (str(b["n"]), ""),
+                            (f"{b['predicted']:.3f}", ""), (f"{b['observed']:.3f}", "")]
+                           for b in e["calibration"]]))
+    return "\n".join(out)
 
 
 def _comparison_html(cmp: Comparison) -> str:
@@ -213,6 +238,10 @@ def _page(run_dir: Path, summary: dict, cmp: Comparison | None, pngs: list[Path]
         body.append(_comparison_html(cmp))
         if "before_after.png" in by_name:
             body.append(_img(by_name["before_after.png"], "metric before and after"))
+    if summary.get("reward_model"):
+        body += ["<h2>Reward model: held-out pairs</h2>", _rm_html(summary["reward_model"])]
+        if "calibration.png" in by_name:
+            body.append(_img(by_name["calibration.png"], "reward-model calibration"))
     if "curves.png" in by_name:
         body += ["<h2>Training curves</h2>", _img(by_name["curves.png"], "training curves")]
     if summary["monitors"]:
