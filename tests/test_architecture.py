@@ -21,6 +21,7 @@ The layers, lowest first (a module may import its own layer and the layers below
     report      report/*                          reads run outputs only
     interfaces  rlft (the package), api, env
     apps        demo, cli, __main__               the commands; the only importers of report/cli
+                label/*                           the labeling web app (`rlft label`)
 
 This is the pipeline data -> rollout -> rewards -> algorithms -> training -> eval -> report with one
 deliberate deviation: the training loop evaluates on validation as it goes (``training.loop`` calls
@@ -50,7 +51,7 @@ LAYERS: list[tuple[str, set[str]]] = [  # (layer, top-level names under rlft/), 
     ("training", {"training"}),
     ("report", {"report"}),
     ("interfaces", {"", "api", "env"}),
-    ("apps", {"demo", "cli", "__main__"}),
+    ("apps", {"demo", "cli", "__main__", "label"}),
 ]
 # The one import against the layers, with why it is safe: config checks algo.name against the
 # algorithm registry, and algorithms imports nothing from rlft (checked below), so no cycle can form.

@@ -248,6 +248,18 @@ def _cmd_models(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _label_options(p: argparse.ArgumentParser) -> None:
+    from rlft.label.commands import add_options
+
+    add_options(p)
+
+
+def _cmd_label(ns: argparse.Namespace) -> int:
+    from rlft.label.commands import run
+
+    return run(ns)
+
+
 def _cmd_config(ns: argparse.Namespace) -> int:
     import yaml
 
@@ -303,6 +315,8 @@ COMMANDS: dict[str, Command] = {
     "report": Command("Write the HTML report (plots, before/after table) of a run directory.",
                       _cmd_report, _report_options),
     "tasks": Command("List the bundled tasks.", _cmd_tasks),
+    "label": Command("Preference labeling web app: `rlft label serve`, `add-annotator`, `export` (preference JSONL), "
+                     "`sample` (candidate pairs from models).", _cmd_label, _label_options, settings=False),
     "models": Command("List the models rlft can obtain offline by name; `rlft models pull NAME` fetches and "
                       "converts one ahead of time.", _cmd_models, _models_options, settings=False),
     "config": Command("Print the fully resolved config (YAML) for a config file and overrides.", _cmd_config),

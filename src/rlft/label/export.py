@@ -1,0 +1,39 @@
+"""Judgements as preference pairs: the JSONL that `rlft rm train` and TRL's reward trainer read.
+
+One row per live judgement with a preference: ``prompt``, ``chosen``, ``rejected``, ``tie``
+(a tie keeps the item's a as chosen and b as rejected) and ``annotator``. Skips and "both bad"
+say nothing about which completion is better and are left out; several annotators on one item
+give several rows, so a trainer can weigh or aggregate them as it likes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from rlft.label.store import Judgement, Store
+
+
+def preference_rows(judgements: Iterable[Judgement]) -> list[dict]:
+    rows = []
+    for j in judgements:
+        if j.choice not in ("a", "b", "tie"):
+            continue
+        chosen, rejected = (j.b, j.a) if j.choice == "b" else (j.a, j.b)
+        rows.append({"prompt": j.prompt, "chosen": chosen, "rejected": rejected, "tie": j.choice == "tie",
+                     "annotator": j.annotator})
+    return rows
+
+
+def to_jsonl(rows: Iterable[dict]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def export(store: Store, out: str | Path) -> int:
+    """Write the preference JSONL (atomically); returns the number of rows."""
+    from rlft.atomic import atomic_write
+
+    rows = preference_rows(store.judgements())
+    atomic_write(out, to_jsonl(rows))
+    return len(rows)
