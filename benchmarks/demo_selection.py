@@ -12,7 +12,7 @@ rate did not rise (a candidate that wins by copying the prompt is reward hacking
 every candidate's outcome of this rule is written). Results: `benchmarks/results/demo-selection.{json,md}`.
 A finished run directory is reused when its config matches the candidate (`--work`).
 
-    python benchmarks/demo_selection.py --work runs/demo-selection
+    python -m benchmarks.demo_selection --work runs/demo-selection
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def choose(rl: list[dict]) -> tuple[str, list[str]]:
 
 def markdown(instr: list[dict], rl: list[dict], chosen: str, notes: list[str]) -> str:
     lines = ["# rlft demo: settings chosen on validation (summarization, SmolLM2-135M-Instruct)", "",
-             "Command: `python benchmarks/demo_selection.py --work runs/demo-selection`", "",
+             "Command: `python -m benchmarks.demo_selection --work runs/demo-selection`", "",
              "## Instruction (zero-shot, greedy, validation rows)", "",
              "| instruction | n | ROUGE-L | chrF | length | truncation | copy rate |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in instr:
@@ -141,7 +141,7 @@ def markdown(instr: list[dict], rl: list[dict], chosen: str, notes: list[str]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_selection", description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="runs/demo-selection", help="run directories (reused when complete)")
     parser.add_argument("--rows", type=int, default=48, help="validation rows for the instruction stage")
     args = parser.parse_args(argv)

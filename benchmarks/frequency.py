@@ -16,7 +16,7 @@ requests, the exact-match cache and the cache with each model answering new prom
 the paired-bootstrap 95% CI of each arm minus uniform. The recommended alpha is the arm with the
 best traffic-weighted VALIDATION metric, averaged over seeds.
 
-    python benchmarks/frequency.py --tasks translation summarization
+    python -m benchmarks.frequency --tasks translation summarization
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-from common import RESULTS, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope  # noqa: E402
-from learning import TEST_ROWS, cand_name, parse_grid  # noqa: E402
+from benchmarks import common
+from benchmarks.common import RESULTS, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope
+from benchmarks.learning import TEST_ROWS, cand_name, parse_grid
 
 TASKS = ("translation", "summarization", "code_summary", "dialogue")
 # Validation rows used to choose alpha (first N; 0 = all): the Zipf tasks' validation splits are small.
@@ -241,7 +239,7 @@ def markdown(data: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.frequency", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["translation", "summarization"], choices=TASKS)
     p.add_argument("--model", default="rlft-base")
     p.add_argument("--work", default="runs/bench", help="run directories and cached evaluations (shared with learning.py)")
@@ -276,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*longer than data.max_prompt_tokens.*")
     results = Path(args.results)
-    command = "python benchmarks/frequency.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.frequency " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"seed": args.seed, "seeds": args.seeds, "precision": args.precision, "threads": args.threads,
             "model": args.model}
     for task in args.tasks:

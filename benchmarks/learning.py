@@ -23,7 +23,7 @@ rules, each outcome printed.
 Results: learning-v2.{json,md} in ``--results`` and the ledger in ``--results``/test-ledger/.
 ``--smoke`` runs all of it on a tiny random model in under a minute (tests/benchmarks).
 
-    python benchmarks/learning.py --tasks summarization --work runs/bench3
+    python -m benchmarks.learning --tasks summarization --work runs/bench3
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import common  # noqa: E402
-import protocol as P  # noqa: E402
-from common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, summary  # noqa: E402
+from benchmarks import common
+from benchmarks import protocol as P
+from benchmarks.common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, summary
 
 PROTOCOL = "learning-v2"
 TASKS = ("summarization", "code_summary", "dialogue", "translation", "translation_fr")
@@ -376,8 +374,7 @@ SMOKE = {"tasks": ["summarization"], "set": ["data.template=chat", "lora.r=4", "
 
 def _smoke(args: argparse.Namespace) -> None:
     """The whole protocol on a tiny random chat model (tests/tiny.py): seconds, not hours."""
-    sys.path.insert(0, str(common.ROOT))
-    from tests.tiny import tiny_causal
+    from tests.tiny import tiny_causal  # the repository root is on the path: run from it with -m
 
     for key, value in SMOKE.items():
         setattr(args, key, value)
@@ -387,7 +384,7 @@ def _smoke(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learning", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--set", nargs="*", default=list(MODEL_SETTINGS), metavar="KEY=VALUE",
@@ -429,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*longer than data.max_prompt_tokens.*")
     results = Path(args.results)
-    command = "python benchmarks/learning.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m benchmarks.learning " + " ".join(sys.argv[1:] if argv is None else argv)
     meta = {"protocol": PROTOCOL, "model": args.model}  # precision, threads, machine: per task (entry["machine"])
     for task in args.tasks:
         log(f"=== learning ({PROTOCOL}): {task}")

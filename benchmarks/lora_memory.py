@@ -1,8 +1,8 @@
 """Peak memory and seconds per step of full vs LoRA RL fine-tuning of one model.
 
 ```
-python benchmarks/lora_memory.py                          # smollm2-135m, 4 steps per mode
-python benchmarks/lora_memory.py --model path/to/model --steps 3 --lora-r 8 --out benchmarks/results/x.json
+python -m benchmarks.lora_memory                          # smollm2-135m, 4 steps per mode
+python -m benchmarks.lora_memory --model path/to/model --steps 3 --lora-r 8 --out benchmarks/results/x.json
 ```
 
 Each mode runs ``rlft.training.loop.train`` in its own subprocess, so its peak RSS (``ru_maxrss``)
@@ -78,8 +78,8 @@ def run_worker(spec: dict, timeout: float) -> dict:
     threads = str(spec["threads"])
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.lora_memory", "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{spec['mode']} run failed:\n{proc.stderr[-3000:]}")
@@ -87,7 +87,8 @@ def run_worker(spec: dict, timeout: float) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lora_memory",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--model", default="smollm2-135m", help="a name rlft resolves (`rlft models`) or a local directory")
     ap.add_argument("--steps", type=int, default=4)

@@ -1,7 +1,7 @@
 """Seconds per RL step: rlft against TRL's GRPOTrainer and RLOOTrainer, on one CPU machine.
 
-    python benchmarks/throughput.py                       # the recorded table (about 15 min, 1 thread)
-    python benchmarks/throughput.py --threads 2 --models gpt2-10m --algos grpo --steps 3
+    python -m benchmarks.throughput                       # the recorded table (about 15 min, 1 thread)
+    python -m benchmarks.throughput --threads 2 --models gpt2-10m --algos grpo --steps 3
 
 Every system trains the same model (saved once to a scratch directory, loaded fp32 by each) on
 the same prompt pool, with the same B prompts x G samples x T new tokens, temperature 1, no
@@ -312,8 +312,8 @@ def run_worker(spec: dict, timeout: float) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
            "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                          text=True, env=env, timeout=timeout)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{spec['key']} failed:\n{proc.stderr[-3000:]}")
@@ -399,7 +399,8 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.throughput",
+                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--models", default="gpt2-10m,gpt2-30m,rlft-base")
     ap.add_argument("--algos", default="grpo,rloo")
@@ -459,7 +460,7 @@ def main() -> None:
                     print(f"{spec['key']}: {r['s_per_step']:.3f} s/step, {r['tokens_per_s']:.0f} tok/s, "
                           f"RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu']:.0f}%", flush=True)
     _speedups(results)
-    meta = {"command": "python benchmarks/throughput.py " + " ".join(sys.argv[1:]),
+    meta = {"command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:]),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": _cpu_name(),
             "torch": torch.__version__, "transformers": transformers.__version__, "trl": _trl_version(),
             "threads": args.threads, "b": args.prompts, "g": args.group, "t": args.new_tokens, "kl": args.kl,

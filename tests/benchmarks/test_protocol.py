@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import protocol as P  # noqa: E402
+from benchmarks import learning
+from benchmarks import protocol as P
 
 
 def _eval(metric: float, second: float = 5.0, n: int = 3) -> dict:
@@ -119,8 +116,6 @@ def test_select_tie_is_noted_and_bad_rules_refused():
 
 
 def test_best_sft_includes_the_base_model():
-    import learning
-
     # The same call learning.run_task makes: the base model competes with the SFT candidates.
     vals = {"base": {"metric": 14.5}, "sft-lr0.0001": {"metric": 13.9}, "sft-lr0.0003": {"metric": 14.1}}
     assert P.select("best_sft", vals, ["max metric"], echo=False).chosen == "base"
@@ -167,8 +162,6 @@ def test_across_seeds_t_interval_by_hand():
 # The whole protocol, end to end, on a tiny model
 
 def test_learning_smoke_runs_the_protocol(tmp_path):
-    import learning
-
     work = tmp_path / "work"
     # a rule nothing meets, so that the fallback has to show up in the results
     argv = ["--smoke", "--work", str(work), "--rl-rules", "second_metric >= baseline + 1000", "max metric"]
