@@ -119,8 +119,10 @@ def test_label_by_keyboard_undo_and_see_it_in_the_export_and_on_the_agreement_pa
     assert alice.inner_text("#progress-text") == "0 / 4 judged"
     done = [label(alice, "a")]
     if os.environ.get("RLFT_LABEL_SCREENSHOT"):
+        copier = "A" if shown(alice)[1] in alice.inner_text("#prompt") else "B"
         alice.click("#reason")
-        alice.keyboard.type("B copies the page instead of naming the command.")
+        alice.keyboard.type(f"{copier} copies the page instead of saying what the command does.")
+        alice.set_viewport_size({"width": 1000, "height": 480})
         alice.screenshot(path=os.environ["RLFT_LABEL_SCREENSHOT"], full_page=True)
         alice.fill("#reason", "")
         alice.keyboard.press("Escape")
