@@ -1,10 +1,11 @@
-"""Shared helpers of the learning and frequency benchmarks: configs, SFT with patience, RL runs,
-cached evaluations, paired comparisons and incremental result files.
+"""Shared helpers of the benchmarks, mostly of the learning and frequency ones: configs, SFT with
+patience, RL runs, cached evaluations, paired comparisons and incremental result files.
 
 Only rlft's public API is used: ``rlft.config.load_config`` with dotted settings as its base,
 ``rlft.training.sft.sft``, ``rlft.training.loop.train``, ``rlft.training.setup.build_parts``,
-``rlft.eval.evaluate.evaluate`` and ``rlft.eval.bootstrap.paired_bootstrap``.
-The benchmarks are scripts, not tests: they take minutes per task on a CPU.
+``rlft.eval.evaluate.evaluate`` and ``rlft.eval.bootstrap.paired_bootstrap``; files are written
+by ``rlft.atomic.atomic_write`` through ``rlft.rundir.jsonable`` and run metrics read by
+``rlft.rundir.read_metrics``. The benchmarks are scripts, not tests: they take minutes per task on a CPU.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import contextlib
 import fcntl
 import json
 import math
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from rlft.atomic import atomic_write
+from rlft.rundir import jsonable, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -25,8 +28,9 @@ SUMMARY_KEYS = ("n", "metric_name", "metric", "corpus_metric", "second_metric_na
                 "length", "truncation_rate", "traffic_weighted", "unweighted")
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+def utc_now(fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    """The time now in UTC, as the results files write it (throughput's omit the seconds)."""
+    return datetime.now(timezone.utc).strftime(fmt)
 
 
 def log(msg: str) -> None:
@@ -56,11 +60,31 @@ def build(config: Any) -> Any:
 
 def fingerprint(model: str) -> str:
     """The model path and the modification time of its weights (a retrained run is a new model)."""
-    path = ROOT / "src" / "rlft" / "assets" / "base-model" if model == "rlft-base" else Path(model)
+    from rlft.models.loading import BUNDLED_DIR, BUNDLED_NAME
+
+    path = BUNDLED_DIR if model == BUNDLED_NAME else Path(model)
     weights = [f for f in path.iterdir() if f.suffix in (".safetensors", ".bin")] if path.is_dir() else []
     if weights:  # not every file: a model card edited later must not invalidate the evaluations
         return f"{model}@{max(f.stat().st_mtime for f in weights):.3f}"
     return model
+
+
+def cached_result(cache: Path, ids: list[str], model: str, label: str,
+                  compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """(``compute()``, True), stored at ``cache`` with its wall time and the model's fingerprint; or
+    (the stored result, False) when ``cache`` holds one of the same model on the same example ids."""
+    key = fingerprint(model)
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("ids") == ids and stored.get("model") == key:
+            log(f"{label}: cached ({cache})")
+            return stored, False
+    t0 = time.perf_counter()
+    result = compute()
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["model"] = key
+    write_json(cache, result)
+    return result, True
 
 
 def evaluate_cached(parts: Any, examples: list, *, cache: Path, tag: str, split: str,
@@ -69,21 +93,12 @@ def evaluate_cached(parts: Any, examples: list, *, cache: Path, tag: str, split:
     is stored at ``cache`` and read back on a later call with the same model and example ids."""
     from rlft.eval.evaluate import evaluate
 
-    ids = [ex.id for ex in examples]
-    key = fingerprint(model)
-    if cache.is_file():
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if stored.get("ids") == ids and stored.get("model") == key:
-            log(f"eval {tag}: cached ({cache})")
-            return stored
-    t0 = time.perf_counter()
-    result = evaluate(parts, examples, tag=tag, split=split)
-    result["wall_s"] = round(time.perf_counter() - t0, 1)
-    result["model"] = key
-    write_json(cache, result)
-    log(f"eval {tag} on {len(examples)} {split} rows: {result['metric_name']} {result['metric']:.2f}, "
-        f"{result['second_metric_name']} {result['second_metric']:.2f}, length {result['length']:.1f}, "
-        f"truncated {result['truncation_rate']:.3f} ({result['wall_s']} s)")
+    result, fresh = cached_result(cache, [ex.id for ex in examples], model, f"eval {tag}",
+                                  lambda: evaluate(parts, examples, tag=tag, split=split))
+    if fresh:
+        log(f"eval {tag} on {len(examples)} {split} rows: {result['metric_name']} {result['metric']:.2f}, "
+            f"{result['second_metric_name']} {result['second_metric']:.2f}, length {result['length']:.1f}, "
+            f"truncated {result['truncation_rate']:.3f} ({result['wall_s']} s)")
     return result
 
 
@@ -103,10 +118,14 @@ def compare(before: dict[str, Any], after: dict[str, Any], *, seed: int) -> dict
     out = {}
     for key, field in (("metric", "per_example"), ("second_metric", "second_per_example")):
         if before.get(field) and after.get(field):
-            ci = paired_bootstrap(before[field], after[field], seed=seed)
-            out[key] = {"before": ci.mean_before, "after": ci.mean_after, "delta": ci.delta, "low": ci.low,
-                        "high": ci.high, "significant": ci.significant, "n": ci.n}
+            out[key] = ci_record(paired_bootstrap(before[field], after[field], seed=seed))
     return out
+
+
+def ci_record(ci: Any) -> dict[str, Any]:
+    """What a results file keeps of an ``rlft.eval.bootstrap.BootstrapResult``."""
+    return {"before": ci.mean_before, "after": ci.mean_after, "delta": ci.delta, "low": ci.low, "high": ci.high,
+            "significant": ci.significant, "n": ci.n}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,18 +253,16 @@ def rl_run(task: str, start_model: str, out_dir: Path, candidate: dict[str, Any]
     parts = build(config)
     result = train(parts.config, parts)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-    train_rows = [r for r in rows if r.get("split") == "train" and "reward" in r]
+    train_rows = [r for r in read_metrics(out_dir, split="train") if "reward" in r]
     rewards = [r["reward"] for r in train_rows]
     greedy = [r["greedy_reward"] for r in train_rows if "greedy_reward" in r]
     k = max(1, len(rewards) // 5)
     out = {"task": task, "start_model": start_model, "final_dir": str(result.final_dir), "candidate": candidate,
            "steps": steps, "prompts_per_step": prompts, "group_size": group,
            "completions": steps * prompts * group, "skipped_steps": result.skipped_steps,
-           "reward_first": _mean(rewards[:k]), "reward_last": _mean(rewards[-k:]),
-           "greedy_reward_first": _mean(greedy[:k]), "greedy_reward_last": _mean(greedy[-k:]),
-           "step_time_mean": _mean([r["step_time"] for r in train_rows]), "wall_s": round(wall, 1),
+           "reward_first": mean(rewards[:k]), "reward_last": mean(rewards[-k:]),
+           "greedy_reward_first": mean(greedy[:k]), "greedy_reward_last": mean(greedy[-k:]),
+           "step_time_mean": mean([r["step_time"] for r in train_rows]), "wall_s": round(wall, 1),
            "settings": rl_settings(candidate, steps=steps, prompts=prompts, group=group)}
     write_json(done, out)
     log(f"rl {task} {out_dir.name}: {steps} steps in {wall:.0f} s, train reward {out['reward_first']:.3f} -> "
@@ -266,16 +283,9 @@ def eval_model(task: str, model_dir: str, examples_of: Any, *, cache: Path, tag:
 # Files
 
 def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=1, default=_default), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    return str(obj)
+    """``obj`` as indented JSON at ``path``, written atomically; values JSON has no type for become
+    their ``str()``, and NaN stays NaN (as the results files have always written it)."""
+    atomic_write(path, json.dumps(jsonable(obj, str, allow_nan=True), ensure_ascii=False, indent=1))
 
 
 @contextlib.contextmanager
@@ -303,7 +313,9 @@ def update_results(path: Path, task: str, entry: dict[str, Any], meta: dict[str,
     return data
 
 
-def _mean(xs: list[float]) -> float | None:
+def mean(xs: list[float | None]) -> float | None:
+    """The mean of the values that are not None; None when there are none."""
+    xs = [x for x in xs if x is not None]
     return float(sum(xs) / len(xs)) if xs else None
 
 

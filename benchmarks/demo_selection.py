@@ -23,8 +23,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from rlft.atomic import atomic_write
+from rlft.rundir import read_metrics
+
+from benchmarks.common import RESULTS, ROOT
+
 RLFT = [sys.executable, "-m", "rlft"]
 MODEL = ["model.name_or_path=smollm2-135m", "data.task=summarization", "data.template=chat", "run.threads=2"]
 INSTRUCTIONS = [
@@ -69,8 +72,7 @@ def rl_stage(work: Path, instruction: str) -> list[dict]:
         args = ["train", *MODEL, f"data.instruction={instruction}", *RL_COMMON, *extra, f"run.output_dir={run_dir}"]
         if not (run_dir / "final" / "config.json").is_file() or not _same_settings(run_dir, args):
             _run(args)
-        evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        evals = [e for e in evals if e.get("split") == "validation"]
+        evals = read_metrics(run_dir, split="validation")
         first, last = evals[0], evals[-1]
         out.append({"candidate": name, "settings": extra, "steps": last["step"],
                     "start": {k: first.get(k) for k in KEYS}, "end": {k: last.get(k) for k in KEYS}})
@@ -156,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     notes.insert(0, "instruction: the best zero-shot ROUGE-L among wordings whose copy rate is below 0.5 "
                     f"({sum(r['copy_rate'] >= 0.5 for r in instr)} excluded); both copying rules were written "
                     "after seeing these numbers")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     result = {"instructions": instr, "chosen_instruction": best_instruction, "rl": rl, "rules": notes,
               "chosen": chosen}
-    (RESULTS / "demo-selection.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "demo-selection.md").write_text(markdown(instr, rl, chosen, notes))
+    atomic_write(RESULTS / "demo-selection.json", json.dumps(result, indent=2) + "\n")
+    atomic_write(RESULTS / "demo-selection.md", markdown(instr, rl, chosen, notes))
     print(markdown(instr, rl, chosen, notes))
     return 0
 

@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlft.atomic import atomic_write
+
 from benchmarks import common
 from benchmarks.common import RESULTS, eval_model, fmt_ci, log, num, rl_run, sft_start, summary, task_scope
 from benchmarks.learning import TEST_ROWS, cand_name, parse_grid
@@ -65,18 +67,11 @@ def replay_eval(task: str, model_dir: str, n: int, replay_seed: int, *, cache: P
                                 precision=precision, seed=seed)
     parts = common.build(config)
     sample = replay_for(parts, n, held_out="test", seed=replay_seed)
-    key = common.fingerprint(model_dir)
-    if cache.is_file():
-        stored = json.loads(cache.read_text(encoding="utf-8"))
-        if stored.get("ids") == [ex.id for ex in sample.examples] and stored.get("model") == key:
-            log(f"replay {tag}: cached ({cache})")
-            return stored
-    t0 = time.perf_counter()
-    result = evaluate_replay(parts, sample, tag=tag)
-    result.update({"wall_s": round(time.perf_counter() - t0, 1), "model": key})
-    common.write_json(cache, result)
-    log(f"replay {tag}: {len(sample.requests)} requests, {result['n']} unique prompts, "
-        f"{result['metric_name']} per request {result['traffic_weighted']:.2f} ({result['wall_s']} s)")
+    result, fresh = common.cached_result(cache, [ex.id for ex in sample.examples], model_dir, f"replay {tag}",
+                                         lambda: evaluate_replay(parts, sample, tag=tag))
+    if fresh:
+        log(f"replay {tag}: {len(sample.requests)} requests, {result['n']} unique prompts, "
+            f"{result['metric_name']} per request {result['traffic_weighted']:.2f} ({result['wall_s']} s)")
     return result
 
 
@@ -101,10 +96,9 @@ def versus(before: dict[str, Any], after: dict[str, Any], seed: int) -> dict[str
     for key, keep in (("all", lambda s: True), ("seen", lambda s: s), ("new", lambda s: not s)):
         idx = [i for i, s in enumerate(seen) if keep(s)]
         if idx:
-            r = paired_bootstrap([before["per_example"][i] for i in idx], [after["per_example"][i] for i in idx],
-                                 weights=[w[i] for i in idx], seed=seed)
-            out[key] = {"before": r.mean_before, "after": r.mean_after, "delta": r.delta, "low": r.low,
-                        "high": r.high, "significant": r.significant, "n": r.n}
+            out[key] = common.ci_record(paired_bootstrap([before["per_example"][i] for i in idx],
+                                                         [after["per_example"][i] for i in idx],
+                                                         weights=[w[i] for i in idx], seed=seed))
     return out
 
 
@@ -141,7 +135,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             runs.append({"seed": seed, "run": run, "val": val, "replay": replay})
         arms.append({"name": arm_name(alpha, floor), "alpha": alpha, "floor": floor, "runs": runs})
     # 3. the recommended alpha: best traffic-weighted validation metric, mean over seeds
-    val_mean = {a["name"]: _mean([r["val"]["traffic_weighted"] for r in a["runs"]]) for a in arms}
+    val_mean = {a["name"]: common.mean([r["val"]["traffic_weighted"] for r in a["runs"]]) for a in arms}
     best = max(arms, key=lambda a: val_mean[a["name"]])
     uniform = next(a for a in arms if a["alpha"] == 0)
     entry_arms = {}
@@ -153,7 +147,7 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
                           "vs_uniform": versus(u["replay"], r["replay"], args.seed) if a is not uniform else None,
                           "run": {k: r["run"][k] for k in ("wall_s", "reward_first", "reward_last", "completions",
                                                             "settings")}})
-        mean = {part: _mean([s["replay"]["model"][part] for s in seeds]) for part in ("all", "seen", "new")}
+        mean = {part: common.mean([s["replay"]["model"][part] for s in seeds]) for part in ("all", "seen", "new")}
         entry_arms[a["name"]] = {"alpha": a["alpha"], "floor": a["floor"], "val_traffic_weighted": val_mean[a["name"]],
                                  "replay_mean": mean, "seeds": seeds}
     targets = {}
@@ -179,11 +173,6 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             "arms": entry_arms, "recommended": {"arm": best["name"], "alpha": best["alpha"], "floor": best["floor"],
                                                 "val_traffic_weighted": val_mean[best["name"]]},
             "targets": targets}
-
-
-def _mean(xs: list[float | None]) -> float | None:
-    xs = [x for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -282,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         entry = run_task(task, args)
         entry["command"] = command
         data = common.update_results(results / "frequency.json", task, entry, meta)
-        (results / "frequency.md").write_text(markdown(data), encoding="utf-8")
+        atomic_write(results / "frequency.md", markdown(data))
         log(f"{task}: recommended {entry['recommended']}; targets {entry['targets']}")
     return 0
 

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rlft.atomic import atomic_write
+
 from benchmarks import common
 from benchmarks import protocol as P
 from benchmarks.common import RESULTS, compare, eval_model, fmt_ci, log, num, rl_run, summary
@@ -439,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["command"] = command
         entry["machine"] = machine | {"load_average_at_end": machine_facts()["load_average"]}
         data = common.update_results(results / "learning-v2.json", task, entry, meta)
-        (results / "learning-v2.md").write_text(markdown(data), encoding="utf-8")
+        atomic_write(results / "learning-v2.md", markdown(data))
         c = entry["comparisons"]["sft+rl - best_sft"]
         log(f"{task}: best SFT = {entry['best_sft']}; SFT+RL - best SFT over seeds {_ci(c['metric_seeds'])}, "
             f"bootstrap {fmt_ci(c['bootstrap'].get('metric'))}; {entry['test_ledger']['note']}; "

@@ -20,16 +20,16 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from rlft.atomic import atomic_write
+
+from benchmarks.common import RESULTS, utc_now
+from benchmarks.worker import peak_rss_mb, run_worker
+
 WORDS = "the cat sat on a mat while two dogs ran in the park and birds sang over the quiet river".split()
 
 
@@ -49,12 +49,14 @@ def write_prompts(work: Path) -> dict[str, str]:
 def worker(spec: dict) -> dict:
     """One run in this process: ``spec['mode']`` is 'full' or 'lora'."""
     from rlft.config import load_config
+    from rlft.rundir import CONFIG_FILE, read_metrics
     from rlft.training.loop import train
 
     out = Path(spec["work"]) / spec["mode"]
     settings = {
         "model.name_or_path": spec["model"], "data.train": spec["data"]["train"],
-        "data.validation": spec["data"]["validation"], "data.test": spec["data"]["test"], "reward.spec": "chrf", "algo.name": "rloo", "algo.kl_coef": spec["kl_coef"],
+        "data.validation": spec["data"]["validation"], "data.test": spec["data"]["test"], "reward.spec": "chrf",
+        "algo.name": "rloo", "algo.kl_coef": spec["kl_coef"],
         "rollout.prompts_per_step": spec["prompts"], "rollout.group_size": spec["group"],
         "rollout.max_new_tokens": spec["new_tokens"], "run.steps": spec["steps"], "run.output_dir": str(out),
         "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
@@ -65,25 +67,11 @@ def worker(spec: dict) -> dict:
     t0 = time.perf_counter()
     train(config)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    times = [r["step_time"] for r in rows if r["split"] == "train" and "step_time" in r]
-    resolved = (out / "config.yaml").read_text(encoding="utf-8")
-    return {"mode": spec["mode"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "step_times": times, "s_per_step": statistics.median(times[1:] or times), "wall_s": wall,
-            "precision": next((line.split(":", 1)[1].strip() for line in resolved.splitlines()
-                               if line.strip().startswith("precision:")), None)}
-
-
-def run_worker(spec: dict, timeout: float) -> dict:
-    threads = str(spec["threads"])
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.lora_memory", "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec['mode']} run failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    times = [r["step_time"] for r in read_metrics(out, split="train") if "step_time" in r]
+    return {"mode": spec["mode"], "peak_rss_mb": peak_rss_mb(), "step_times": times,
+            "s_per_step": statistics.median(times[1:] or times), "wall_s": wall,
+            # the precision the run resolved ('auto' -> 'bf16' or 'fp32'), from its config.yaml
+            "precision": load_config(out / CONFIG_FILE).run.precision}
 
 
 def main() -> None:
@@ -100,7 +88,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lora_memory.json"))
+    ap.add_argument("--out", default=str(RESULTS / "lora_memory.json"))
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -112,12 +100,13 @@ def main() -> None:
                   "new_tokens": args.new_tokens, "threads": args.threads, "precision": args.precision}
         runs = {}
         for mode in ("full", "lora"):
-            runs[mode] = run_worker({**common, "mode": mode}, args.timeout)
+            runs[mode] = run_worker("benchmarks.lora_memory", {**common, "mode": mode}, threads=args.threads,
+                                    label=f"{mode} run", timeout=args.timeout)
             print(f"{mode}: peak RSS {runs[mode]['peak_rss_mb']:.0f} MB, {runs[mode]['s_per_step']:.2f} s/step "
                   f"({runs[mode]['precision']})", flush=True)
     full, lora = runs["full"], runs["lora"]
     result = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "date": utc_now(),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": {k: v for k, v in common.items() if k not in ("data", "work")},
         "runs": runs,
@@ -125,8 +114,7 @@ def main() -> None:
                          "s_per_step_ratio": lora["s_per_step"] / full["s_per_step"]},
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write(out, json.dumps(result, indent=1) + "\n")
     print(f"LoRA / full: peak RSS x{result['lora_vs_full']['peak_rss_ratio']:.2f}, "
           f"s/step x{result['lora_vs_full']['s_per_step_ratio']:.2f} -> {out}")
 

@@ -27,18 +27,17 @@ import gzip
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TASK = ROOT / "src" / "rlft" / "assets" / "tasks" / "translation" / "train.jsonl.gz"
-BASE_MODEL = ROOT / "src" / "rlft" / "assets" / "base-model"
+from rlft.atomic import atomic_write
+
+from benchmarks.common import RESULTS, utc_now
+from benchmarks.worker import peak_rss_mb, run_worker
+
 TEMPLATE = "Translate to Chinese: {prompt}\nChinese:"
 FALLBACK_PROMPTS = [  # used when the translation snapshot is not there
     ("could not close data file", "无法关闭数据文件"),
@@ -59,6 +58,8 @@ GPT2_SIZES = {"gpt2-10m": dict(n_embd=256, n_layer=10, n_head=4), "gpt2-30m": di
 
 def prepare(work: Path, models: list[str], pool: int) -> dict[str, str]:
     """Write the prompt pool and every model directory under ``work``; returns name -> directory."""
+    from rlft.models.loading import BUNDLED_DIR, BUNDLED_NAME
+
     rows = _prompt_rows(pool)
     with open(work / "prompts.jsonl", "w", encoding="utf-8") as f:
         for i, (prompt, ref) in enumerate(rows):
@@ -67,21 +68,24 @@ def prepare(work: Path, models: list[str], pool: int) -> dict[str, str]:
     tokenizer = _tokenizer([p + " " + r for p, r in rows])
     dirs = {}
     for name in models:
-        if name == "rlft-base":
-            if (BASE_MODEL / "config.json").is_file():
-                dirs[name] = str(BASE_MODEL)
+        if name == BUNDLED_NAME:
+            if (BUNDLED_DIR / "config.json").is_file():
+                dirs[name] = str(BUNDLED_DIR)
             else:
-                print(f"skipping rlft-base: {BASE_MODEL} is not built", file=sys.stderr)
+                print(f"skipping rlft-base: {BUNDLED_DIR} is not built", file=sys.stderr)
             continue
         dirs[name] = str(_gpt2(work / name, tokenizer, GPT2_SIZES[name]))
     return dirs
 
 
 def _prompt_rows(pool: int) -> list[tuple[str, str]]:
-    if not TASK.is_file():
+    from rlft.tasks import task_dir
+
+    train = task_dir("translation") / "train.jsonl.gz"
+    if not train.is_file():
         return FALLBACK_PROMPTS
     rows = []
-    with gzip.open(TASK, "rt", encoding="utf-8") as f:
+    with gzip.open(train, "rt", encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)
             if 20 <= len(r["prompt"]) <= 90 and "\n" not in r["prompt"]:
@@ -92,21 +96,17 @@ def _prompt_rows(pool: int) -> list[tuple[str, str]]:
 
 
 def _tokenizer(texts: list[str]):
-    """The bundled model's tokenizer when it exists, else an 8k byte-level BPE trained on the pool."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    """The bundled model's tokenizer when it exists, else an 8k byte-level BPE trained on the pool
+    by the pretraining recipe's trainer (the bundled tokenizer was made by it too)."""
+    from transformers import AutoTokenizer
 
-    if (BASE_MODEL / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(BASE_MODEL)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from rlft.models.loading import BUNDLED_DIR
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=8192, special_tokens=["<|endoftext|>", "<|pad|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   pad_token="<|pad|>", padding_side="left")
+    if (BUNDLED_DIR / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(BUNDLED_DIR)
+    from recipes.pretrain.tokenizer import train_tokenizer
+
+    return train_tokenizer(texts * 4, vocab_size=8192)
 
 
 def _gpt2(out: Path, tokenizer, size: dict) -> Path:
@@ -203,6 +203,7 @@ def worker_rlft(spec: dict) -> dict:
     import torch
 
     from rlft.config import load_config
+    from rlft.rundir import read_metrics
     from rlft.training.loop import train  # what `rlft.train` is
 
     torch.set_num_threads(spec["threads"])
@@ -234,8 +235,7 @@ def worker_rlft(spec: dict) -> dict:
     t0 = time.perf_counter()
     result = train(config)
     wall = time.perf_counter() - t0
-    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r.get("split") == "train" and "step_time" in r]
+    rows = [r for r in read_metrics(result.run_dir, split="train") if "step_time" in r]
     return {"step_times": [r["step_time"] for r in rows], "gen_times": [r["gen_time"] for r in rows],
             "lengths": [r["length"] for r in rows], "wall": wall,
             # the first step's start is not observable from outside the loop
@@ -300,25 +300,13 @@ def worker(spec: dict) -> dict:
     from transformers import AutoModelForCausalLM
 
     result = (worker_rlft if spec["system"] == "rlft" else worker_trl)(spec)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     result["shape"] = model_shape(AutoModelForCausalLM.from_pretrained(spec["model_dir"], dtype=torch.float32))
     return result
 
 
 # ---------------------------------------------------------------------------------------------
 # Orchestration
-
-def run_worker(spec: dict, timeout: float) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"]),
-           "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--worker", json.dumps(spec)],
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"{spec['key']} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1])
-
 
 def prompt_tokens(model_dir: str, work: Path) -> float:
     from transformers import AutoTokenizer
@@ -419,7 +407,7 @@ def main() -> None:
     ap.add_argument("--slow-algos", default="grpo", help="algorithms that get those slow TRL bf16 runs")
     ap.add_argument("--pool", type=int, default=256, help="prompts in the pool")
     ap.add_argument("--timeout", type=float, default=600)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--note", default="")
     args = ap.parse_args()
     if args.worker:
@@ -429,7 +417,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from rlft.models.loading import native_cpu_bf16
+    from rlft.models.bf16_emulation import native_cpu_bf16
 
     native_bf16 = native_cpu_bf16()
     bf16_models = set(args.bf16_models.split(","))
@@ -455,13 +443,15 @@ def main() -> None:
                             "t": args.new_tokens, "kl": args.kl, "lr": 1e-5,
                             "steps": args.slow_steps if slow else args.steps, "warmup": 0 if slow else args.warmup,
                             "work": str(work), "key": f"{model}-{algo}-{precision}-{system}"}
-                    r = summarize(spec, run_worker(spec, args.timeout), peak, plen)
+                    raw = run_worker("benchmarks.throughput", spec, threads=args.threads, label=spec["key"],
+                                     timeout=args.timeout)
+                    r = summarize(spec, raw, peak, plen)
                     results.append(r)
                     print(f"{spec['key']}: {r['s_per_step']:.3f} s/step, {r['tokens_per_s']:.0f} tok/s, "
                           f"RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu']:.0f}%", flush=True)
     _speedups(results)
     meta = {"command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:]),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": _cpu_name(),
+            "date": utc_now("%Y-%m-%d %H:%M UTC"), "cpu": _cpu_name(),
             "torch": torch.__version__, "transformers": transformers.__version__, "trl": _trl_version(),
             "threads": args.threads, "b": args.prompts, "g": args.group, "t": args.new_tokens, "kl": args.kl,
             "steps": args.steps, "warmup": args.warmup, "peak": peak, "note": args.note,
@@ -469,9 +459,8 @@ def main() -> None:
             "wall_s": time.perf_counter() - t_start, "python": platform.python_version(),
             "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
-    (out / "throughput.md").write_text(markdown(results, meta))
+    atomic_write(out / "throughput.json", json.dumps({"meta": meta, "results": results}, indent=1) + "\n")
+    atomic_write(out / "throughput.md", markdown(results, meta))
     print(markdown(results, meta))
 
 
@@ -487,13 +476,9 @@ def _speedups(results: list[dict]) -> None:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from rlft.training.runtime import cpu_info
+
+    return f"{cpu_info()[0]} ({os.cpu_count()} cores)"
 
 
 def _trl_version() -> str:
