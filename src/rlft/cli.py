@@ -257,7 +257,12 @@ def _label_options(p: argparse.ArgumentParser) -> None:
 def _cmd_label(ns: argparse.Namespace) -> int:
     from rlft.label.commands import run
 
-    return run(ns)
+    def api_generate(*args: Any, **kwargs: Any) -> list[list[str]]:  # torch is imported for `sample` only
+        from rlft.api import generate
+
+        return generate(*args, **kwargs)
+
+    return run(ns, api_generate)
 
 
 def _cmd_config(ns: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
+from typing import Callable
 
 from rlft.errors import RlftError
 
@@ -50,8 +51,11 @@ def add_options(p: argparse.ArgumentParser) -> None:
             q.add_argument("--out", required=True, help="the preference JSONL to write")
 
 
-def run(ns: argparse.Namespace) -> int:
-    return {"serve": _serve, "add-annotator": _add_annotator, "export": _export, "sample": _sample}[ns.label_action](ns)
+def run(ns: argparse.Namespace, generate: Callable[..., list[list[str]]]) -> int:
+    """Run ``ns.label_action``; ``generate`` is ``rlft.api.generate``, for ``sample``."""
+    if ns.label_action == "sample":
+        return _sample(ns, generate)
+    return {"serve": _serve, "add-annotator": _add_annotator, "export": _export}[ns.label_action](ns)
 
 
 def _store(path: str, create: bool = True):
@@ -87,13 +91,13 @@ def _export(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _sample(ns: argparse.Namespace) -> int:
+def _sample(ns: argparse.Namespace, generate: Callable[..., list[list[str]]]) -> int:
     from rlft.config import load_args
     from rlft.label.sources import sample_candidates
 
     if ns.max_prompts is not None and ns.max_prompts < 1:
         raise RlftError(f"--max-prompts must be >= 1, got {ns.max_prompts}")
-    print(sample_candidates(load_args(ns.args), ns.out, model_b=ns.model_b, split=ns.split,
+    print(sample_candidates(load_args(ns.args), ns.out, generate, model_b=ns.model_b, split=ns.split,
                             max_prompts=ns.max_prompts))
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from rlft.errors import RlftError, where
 from rlft.label.store import LABELS
@@ -66,12 +66,14 @@ def _text(value: Any, path: str, line: int, field: str) -> str:
     return value
 
 
-def sample_candidates(config: Any, out: str, *, model_b: str | None = None, split: str = "validation",
-                      max_prompts: int | None = None) -> str:
+def sample_candidates(config: Any, out: str, generate: Callable[..., list[list[str]]], *, model_b: str | None = None,
+                      split: str = "validation", max_prompts: int | None = None) -> str:
     """Write a candidates file for ``split``'s prompts: two samples of ``model.name_or_path`` at the
     rollout temperature, or, with ``model_b``, one greedy completion of each model (two checkpoints
-    compared at their best guess). Rows whose two completions are equal are left out."""
-    from rlft.api import generate
+    compared at their best guess). Rows whose two completions are equal are left out.
+
+    ``generate`` is ``rlft.api.generate`` (the command passes it in: the labeling app sits below the
+    public API in the layers, so it takes the function rather than importing it)."""
     from rlft.atomic import atomic_write
     from rlft.training.setup import build_parts
 
