@@ -14,8 +14,6 @@ from torch import nn
 from rlft.config import ModelConfig, check_choice
 from rlft.errors import RlftError
 from rlft.models import registry
-# benchmarks/throughput.py reads the CPU's bf16 support from here; it lives with the bf16 speed path.
-from rlft.models.bf16_emulation import native_cpu_bf16  # noqa: F401
 from rlft.models.fused_activations import fuse_activations
 from rlft.models.gguf import gguf_source, load_gguf
 
