@@ -144,6 +144,10 @@ def sft_with_patience(task: str, model: str, out_dir: Path, *, base_val: float |
     compared with the base model by ``protocol.select`` instead) the best SFT checkpoint is kept even
     when the base model was better. Returns the summary, also written to out_dir/summary.json,
     and reused as is when that file exists (so both benchmarks share one SFT per task).
+
+    The training is rlft's own ``rlft.training.sft.sft``, resumed chunk by chunk; only the stopping
+    rule is counted here, not by its ``sft.patience``, which has neither the base model as step 0
+    nor a wall-clock cap (checked between chunks), so that recorded commands still stop where they did.
     """
     from rlft.training.sft import sft
 
