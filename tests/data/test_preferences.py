@@ -55,3 +55,13 @@ def test_splits_keep_each_prompt_in_one_split(tmp_path):
     assert sum(map(len, splits.values())) == 80
     with pytest.raises(RlftError, match="data.train: no preference data"):
         load_pair_splits(DataConfig())
+
+
+def test_pairs_from_a_hash_carved_prompt_split_still_reach_every_split(tmp_path):
+    from rlft.data.splits import hash_fraction
+
+    # training prompts of a split carved by the unsalted hash: every one of them has h >= 0.3
+    prompts = [p for p in (f"prompt {i}" for i in range(400)) if hash_fraction(p) >= 0.3][:60]
+    path = write_jsonl(tmp_path / "p.jsonl", [row(prompt=p) for p in prompts])
+    splits = load_pair_splits(DataConfig(train=str(path), validation_fraction=0.2, test_fraction=0.1))
+    assert splits["validation"] and splits["test"] and splits["train"]

@@ -22,6 +22,7 @@ from rlft.data.splits import SPLITS, hash_fraction
 from rlft.errors import RlftError, where
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+PAIR_SPLIT_SALT = "rlft-preference-pairs\n"
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,15 @@ def _margin(row: dict, source: str, line: int) -> float:
 
 
 def split_pairs(pairs: list[Pair], validation_fraction: float, test_fraction: float) -> dict[str, list[Pair]]:
-    """Assign each pair by ``hash_fraction(prompt)``, as ``rlft.data.splits.split_examples`` does
-    for prompts: test below ``test_fraction``, then validation, else train. Order is kept."""
+    """Assign each pair by a hash of its prompt, as ``rlft.data.splits.split_examples`` does for
+    prompts: test below ``test_fraction``, then validation, else train. Order is kept.
+
+    The hash is salted: pairs made from a prompt split carved by ``split_examples`` (``rlft rm
+    pairs`` on a task's training prompts) all have unsalted hashes above that split's fractions,
+    and would all land in train."""
     out: dict[str, list[Pair]] = {name: [] for name in SPLITS}
     for pair in pairs:
-        h = hash_fraction(pair.prompt)
+        h = hash_fraction(PAIR_SPLIT_SALT + pair.prompt)
         out["test" if h < test_fraction else "validation" if h < test_fraction + validation_fraction
             else "train"].append(pair)
     return out
