@@ -89,6 +89,11 @@ def _read_errors(path: str):
         raise RlftError(f"{path}: not a valid gzip file ({_first_line(err)})") from None
 
 
+def jsonl_text(rows: Iterable[dict]) -> str:
+    """Rows as JSON Lines text, one object per line, non-ASCII kept (what ``_iter_jsonl`` reads back)."""
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
 def _iter_jsonl(path: str) -> Iterator[tuple[int, dict]]:
     with _read_errors(path), _open_text(path) as f:
         for line_no, line in enumerate(f, start=1):

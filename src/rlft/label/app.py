@@ -189,8 +189,9 @@ def _item_page(item: Any, notice: str = "") -> Any:
 def _admin_routes(app: Any) -> None:
     from flask import Response, g, render_template, request
 
+    from rlft.data.loading import jsonl_text
     from rlft.label.agreement import summarize
-    from rlft.label.export import preference_rows, to_jsonl
+    from rlft.label.export import preference_rows
 
     def page(status: int = 200, **extra: Any) -> Any:
         judgements = g.store.judgements()
@@ -214,5 +215,5 @@ def _admin_routes(app: Any) -> None:
 
     @app.get("/admin/export.jsonl")
     def admin_export():
-        return Response(to_jsonl(preference_rows(g.store.judgements())), mimetype="application/x-ndjson",
+        return Response(jsonl_text(preference_rows(g.store.judgements())), mimetype="application/x-ndjson",
                         headers={"Content-Disposition": "attachment; filename=preferences.jsonl"})

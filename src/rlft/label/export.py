@@ -8,7 +8,6 @@ give several rows, so a trainer can weigh or aggregate them as it likes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,14 +25,11 @@ def preference_rows(judgements: Iterable[Judgement]) -> list[dict]:
     return rows
 
 
-def to_jsonl(rows: Iterable[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
 def export(store: Store, out: str | Path) -> int:
     """Write the preference JSONL (atomically); returns the number of rows."""
     from rlft.atomic import atomic_write
+    from rlft.data.loading import jsonl_text
 
     rows = preference_rows(store.judgements())
-    atomic_write(out, to_jsonl(rows))
+    atomic_write(out, jsonl_text(rows))
     return len(rows)

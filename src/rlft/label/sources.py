@@ -75,6 +75,7 @@ def sample_candidates(config: Any, out: str, generate: Callable[..., list[list[s
     ``generate`` is ``rlft.api.generate`` (the command passes it in: the labeling app sits below the
     public API in the layers, so it takes the function rather than importing it)."""
     from rlft.atomic import atomic_write
+    from rlft.data.loading import jsonl_text
     from rlft.training.setup import build_parts
 
     parts = build_parts(config)
@@ -93,5 +94,5 @@ def sample_candidates(config: Any, out: str, generate: Callable[..., list[list[s
         names = (name_a, model_b)
     rows = [{"id": f"{split}-{i}", "prompt": p, "a": a, "b": b, "model_a": names[0], "model_b": names[1]}
             for i, (p, (a, b)) in enumerate(zip(prompts, pairs)) if a.strip() and b.strip() and a != b]
-    atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write(out, jsonl_text(rows))
     return f"{out}: {len(rows)} pairs ({len(prompts) - len(rows)} prompts left out: equal or empty completions)"

@@ -16,7 +16,6 @@ model to imitate the metric; they are no evidence about human preferences. Steps
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from rlft.errors import RlftError
 def write_pairs(config: Config, out: str | Path) -> str:
     """Write the pairs to ``out``; a one-line summary."""
     from rlft.atomic import atomic_write
+    from rlft.data.loading import jsonl_text
     from rlft.data.templates import render
     from rlft.rewards import score
     from rlft.training.setup import prepare_parts
@@ -60,7 +60,7 @@ def write_pairs(config: Config, out: str | Path) -> str:
         raise RlftError(f"rlft rm pairs: no pair written: every prompt's {ro.group_size} samples "
                         "(rollout.group_size) were identical texts")
     # 5. write
-    path = atomic_write(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    path = atomic_write(out, jsonl_text(rows))
     ties = sum(r["tie"] for r in rows)
     return f"wrote {len(rows)} synthetic pairs ({ties} ties) from {len(prompts)} prompts to {path}"
 
