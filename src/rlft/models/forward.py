@@ -23,3 +23,13 @@ def forward_accepts(model, name: str) -> bool:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
+
+
+def trunk_forward(model, **kwargs):
+    """``model.base_model(**kwargs)``: the transformer without its LM head, for callers that project
+    the last hidden states themselves (``rlft.models.chunked_head``). ``cache=`` is passed under the
+    trunk's own name for it. Returns the trunk's output (``last_hidden_state``, the cache)."""
+    trunk = model.base_model
+    if "cache" in kwargs:
+        kwargs[cache_kwarg(trunk)] = kwargs.pop("cache")
+    return trunk(**kwargs)

@@ -2,8 +2,10 @@
 
 Used for the policy during the update, for the frozen reference (KL), and by the SFT loop with the
 reference text as the "completion". Only the completion positions are projected onto the
-vocabulary, which for a 50k-150k vocabulary is most of the memory of a forward pass. Rows that
-share a prompt (the G samples of a rollout) run it once: ``rlft.models.shared_prompt``.
+vocabulary, which for a 50k-150k vocabulary is most of the memory of a forward pass, and for
+decoder-only models whose head is a plain linear layer they go through it a chunk of rows at a time
+without ever holding all logits (``rlft.models.chunked_head``). Rows that share a prompt (the G
+samples of a rollout) run it once: ``rlft.models.shared_prompt``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
-from rlft.models.forward import forward_accepts
+from rlft.models.chunked_head import head_logprobs, linear_head
+from rlft.models.forward import forward_accepts, trunk_forward
 from rlft.models.shared_prompt import prefix_cache, prompt_groups, shared_prompt_logits
 
 
@@ -59,6 +62,12 @@ def completion_logprobs_values(model: Any, value_head: Any, rollout_like: Rollou
 
 def _logprobs_rows(model, value_head, r: RolloutLike, rows: slice, is_seq2seq: bool, with_entropy: bool,
                    temperature: float):
+    head = None if is_seq2seq else linear_head(model)
+    if head is not None:  # the head in chunks of rows: never the (n, T, V) logits, forward or backward
+        _, hidden = _completion_logits(model, r, rows, is_seq2seq, hidden=True, head=False)   # (n, T, H)
+        logprobs, entropy = head_logprobs(hidden, head, r.completion_ids[rows], temperature=temperature,
+                                          with_entropy=with_entropy)
+        return logprobs, entropy, value_head(hidden) if value_head is not None else None
     logits, hidden = _completion_logits(model, r, rows, is_seq2seq, hidden=value_head is not None)  # (n, T, V)
     if temperature != 1.0:
         logits = logits.float() / temperature
@@ -77,20 +86,23 @@ def completion_token_logprobs(model: Any, rollout_like: RolloutLike, *, is_seq2s
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _completion_logits(model, r: RolloutLike, rows: slice, is_seq2seq: bool, hidden: bool = False):
+def _completion_logits(model, r: RolloutLike, rows: slice, is_seq2seq: bool, hidden: bool = False,
+                       head: bool = True):
     """The logits (n, T, V) at the completion positions and, with ``hidden``, the last hidden
-    states there (n, T, H): the LM head's input, where a value head reads (else None)."""
+    states there (n, T, H): the LM head's input, where a value head reads (else None).
+    ``head=False`` (decoder-only): the trunk alone, ``(None, hidden states)``."""
     prompt_ids, prompt_mask = r.prompt_ids[rows], r.prompt_mask[rows]            # (n, P)
     completion_ids = r.completion_ids[rows]                                        # (n, T)
     completion_mask = (r.completion_mask[rows] > 0).to(prompt_mask.dtype)          # (n, T)
     if not is_seq2seq:
-        return _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden)
+        return _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden, head)
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=_shift_right(model, completion_ids),
                 **({"output_hidden_states": True} if hidden else {}))
     return out.logits, out.decoder_hidden_states[-1] if hidden else None          # (n, T, V), (n, T, H)
 
 
-def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=False):
+def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, hidden=False,
+                              head=True):
     t = completion_ids.shape[1]
     if prompt_mask.shape[1]:
         # Columns that are padding in every row (a micro-batch of short prompts) carry nothing.
@@ -100,13 +112,17 @@ def _causal_completion_logits(model, prompt_ids, prompt_mask, completion_ids, co
     cache = prefix_cache(model) if groups is not None else None
     if cache is not None:
         return shared_prompt_logits(model, cache, *groups, prompt_ids, prompt_mask, completion_ids,
-                                    completion_mask, hidden=hidden)
+                                    completion_mask, hidden=hidden, head=head)
     # The logits at column j predict token j+1, so the last completion token is never an input:
     # the model sees prompt + y_<T and we keep the logits of its last T columns.
     input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)             # (n, P+T-1)
     mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
     # Left padding: the first real token is position 0, as in the sampler's prefill.
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    if not head:
+        out = trunk_forward(model, input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                            use_cache=False)
+        return None, out.last_hidden_state[:, -t:]                                 # (n, T, H)
     kwargs = {"input_ids": input_ids, "attention_mask": mask, "position_ids": position_ids,
               **({"output_hidden_states": True} if hidden else {})}
     if forward_accepts(model, "logits_to_keep"):

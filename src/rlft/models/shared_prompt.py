@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from rlft.models.forward import cache_kwarg, forward_accepts, output_cache
+from rlft.models.forward import cache_kwarg, forward_accepts, output_cache, trunk_forward
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
@@ -52,10 +52,12 @@ def _checkpointing(model) -> bool:
 
 
 def shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, completion_ids,
-                          completion_mask, hidden: bool = False):
+                          completion_mask, hidden: bool = False, head: bool = True):
     """Run each distinct prompt once, copy its keys and values to the rows that share it, then run
     the completions on top: the logits (n, T, V) and, with ``hidden``, the last hidden states at
-    the same positions (n, T, H), else None.
+    the same positions (n, T, H), else None. ``head=False`` runs the trunk alone
+    (``trunk_forward``): no logits (None) and always the hidden states, for a caller that projects
+    them itself (``rlft.models.chunked_head``).
 
     A completion token attends to the same keys, values and mask as in one pass over prompt +
     completion, so the log-probabilities are the same (up to float summation order); gradients
@@ -64,20 +66,31 @@ def shared_prompt_logits(model, cache, group, starts, prompt_ids, prompt_mask, c
     """
     t = completion_ids.shape[1]
     u_ids, u_mask = prompt_ids[starts], prompt_mask[starts]                        # (u, P)
-    keep = {"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}
-    if hidden:
-        keep["output_hidden_states"] = True
-    out = model(input_ids=u_ids, attention_mask=u_mask, position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0),
-                use_cache=True, **{cache_kwarg(model): cache}, **keep)
-    first = out.logits[:, -1:][group]                    # (n, 1, V): the last prompt column predicts y_0
-    first_h = out.hidden_states[-1][:, -1:][group] if hidden else None             # (n, 1, H)
+    out = _run(model, head, hidden, input_ids=u_ids, attention_mask=u_mask,
+               position_ids=(u_mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, cache=cache, keep=1)
+    # the last prompt column predicts y_0: (n, 1, V) and (n, 1, H)
+    first, first_h = (None if x is None else x[:, -1:][group] for x in out[:2])
     if t == 1:
         return first, first_h
-    cache = output_cache(out)
+    cache = out[2]
     cache.batch_select_indices(group)                    # (u, ...) -> (n, ...), differentiable
     mask = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)                # (n, P+T-1)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -(t - 1):]                # (n, T-1)
-    rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask, position_ids=position_ids,
-                 use_cache=True, **{cache_kwarg(model): cache}, **({"output_hidden_states": True} if hidden else {}))
-    logits = torch.cat([first, rest.logits], dim=1)                                 # (n, T, V)
-    return logits, torch.cat([first_h, rest.hidden_states[-1]], dim=1) if hidden else None  # (n, T, H)
+    logits, rest_h, _ = _run(model, head, hidden, input_ids=completion_ids[:, :-1], attention_mask=mask,
+                             position_ids=position_ids, use_cache=True, cache=cache)
+    logits = torch.cat([first, logits], dim=1) if head else None                    # (n, T, V)
+    return logits, torch.cat([first_h, rest_h], dim=1) if rest_h is not None else None  # (n, T, H)
+
+
+def _run(model, head: bool, hidden: bool, *, cache, keep: int | None = None, **kwargs):
+    """One forward pass: ``(logits or None, last hidden states or None, the cache)``; without
+    ``head`` the trunk alone, its hidden states returned always."""
+    if not head:
+        out = trunk_forward(model, cache=cache, **kwargs)
+        return None, out.last_hidden_state, output_cache(out)
+    if keep is not None and forward_accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = keep
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    out = model(**kwargs, **{cache_kwarg(model): cache})
+    return out.logits, out.hidden_states[-1] if hidden else None, output_cache(out)

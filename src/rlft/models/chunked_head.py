@@ -1,0 +1,127 @@
+"""Completion log-probabilities through the LM head in row chunks (a speed path of
+``rlft.models.logprobs``).
+
+The plain computation projects every completion position onto the vocabulary at once: for
+SmolLM2 (V = 49,152) and B*G*T = 768 positions that is a 151 MB fp32 logits tensor, plus the
+softmax kept for the backward and the logits' gradient, each as large again. Here the last hidden
+states go through the head ``CHUNK_LOGITS // V`` rows at a time and only each row's
+log-probability, log-normalizer and entropy are kept; the backward recomputes a chunk's logits
+from the saved hidden states (one more head matmul, about 1% of a training pass on SmolLM2) and
+turns them into the gradient at once. Peak memory of the head is then a few chunks whatever the
+batch. Liger-Kernel's fused linear cross-entropy and TRL's "chunked" log-prob helpers make the
+same trade; unlike a fused loss, the log-probabilities here feed an RL loss that is not known yet,
+so the gradient waits for the backward.
+
+Numbers are those of ``log_softmax(head(hidden) / T)`` up to float summation order: the head runs
+in the surrounding autocast dtype exactly as inside the model (bf16 logits under bf16 autocast,
+then fp32), and the backward re-enters the same autocast for its matmuls.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rlft.models.bf16_emulation import autocast
+
+CHUNK_LOGITS = 1 << 22   # logits per chunk: 16 MB in fp32 (85 rows at V = 49,152)
+
+# Model types whose causal-LM forward is exactly ``lm_head(base_model(...).last_hidden_state)``: no
+# logit soft-capping (Gemma 2), scaling (Cohere, Granite) or other step after the head. Another
+# type keeps the plain path: a wrong guess here would change the numbers silently.
+PLAIN_HEAD_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gpt2"})
+
+
+def linear_head(model) -> torch.nn.Linear | None:
+    """The model's output layer when its logits are exactly ``head(last hidden state)`` and the
+    trunk can be called alone (``model.base_model``), else None (the plain path)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PLAIN_HEAD_TYPES or getattr(config, "is_encoder_decoder", False):
+        return None
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    trunk = getattr(model, "base_model", None)
+    if type(head) is not torch.nn.Linear or trunk is None or trunk is model:
+        return None
+    return head
+
+
+def head_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, ids: torch.Tensor, *, temperature: float = 1.0,
+                  with_entropy: bool = False, chunk_logits: int | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``log_softmax(head(hidden) / T)[ids]`` and, with ``with_entropy``, the entropy of that
+    softmax, without holding more than ``chunk_logits`` (None: ``CHUNK_LOGITS``) logits at a time,
+    forward and backward.
+
+    hidden (..., H), ids (...). Returns ``(logprobs (...), entropy (...) or None)`` in fp32;
+    differentiable in ``hidden``, ``head.weight`` and ``head.bias``.
+    """
+    shape = ids.shape
+    rows = max(1, (chunk_logits or CHUNK_LOGITS) // head.weight.shape[0])
+    amp = torch.get_autocast_dtype(hidden.device.type) if torch.is_autocast_enabled(hidden.device.type) else None
+    logprobs, entropy = _HeadLogprobs.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, head.bias,
+                                            ids.reshape(-1), float(temperature), with_entropy, rows, amp)
+    return logprobs.view(shape), entropy.view(shape) if with_entropy else None
+
+
+def _chunk_logits(hidden, weight, bias, temperature):
+    """fp32 logits / T of some rows, the head run as the model runs it (under the caller's autocast)."""
+    z = F.linear(hidden, weight, bias).float()                                     # (m, V)
+    return z / temperature if temperature != 1.0 else z
+
+
+class _HeadLogprobs(torch.autograd.Function):
+    """Forward: per chunk of rows, z = head(h) / T, lse = logsumexp(z), logprob = z[id] - lse and
+    H = lse - sum softmax(z) z. Backward, per chunk, with p = softmax(z) recomputed:
+        d logprob / d z = onehot(id) - p,        d H / d z = -p (z - lse + H),
+    then d/dh = (dz / T) W and d/dW = (dz / T)^T h, as the plain autograd graph computes them."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, temperature, with_entropy, rows, amp):
+        n = hidden.shape[0]
+        logprobs = hidden.new_empty(n, dtype=torch.float32)                        # (M,)
+        lse = hidden.new_empty(n, dtype=torch.float32)                             # (M,)
+        entropy = hidden.new_zeros(n, dtype=torch.float32)                         # (M,)
+        for i in range(0, n, rows):
+            z = _chunk_logits(hidden[i:i + rows], weight, bias, temperature)       # (m, V)
+            lse[i:i + rows] = torch.logsumexp(z, dim=-1)
+            logprobs[i:i + rows] = z.gather(-1, ids[i:i + rows, None]).squeeze(-1) - lse[i:i + rows]
+            if with_entropy:
+                entropy[i:i + rows] = lse[i:i + rows] - (torch.softmax(z, dim=-1) * z).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, ids, lse, entropy)
+        ctx.settings = (temperature, with_entropy, rows, amp)
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden, weight, bias, ids, lse, entropy = ctx.saved_tensors
+        temperature, with_entropy, rows, amp = ctx.settings
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        use_entropy = with_entropy and grad_entropy is not None
+        for i in range(0, hidden.shape[0], rows):
+            h, g = hidden[i:i + rows], grad_logprobs[i:i + rows, None]             # (m, H), (m, 1)
+            with autocast(hidden.device.type, amp):
+                logits = F.linear(h, weight, bias)                                 # (m, V) in the compute dtype
+            z = logits.float() / temperature if temperature != 1.0 else logits.float()
+            p = (z - lse[i:i + rows, None]).exp_()                                 # (m, V) softmax(z)
+            if use_entropy:   # dH/dz = -p (z - lse + H): the entropy's term first, while z is there
+                z.sub_(lse[i:i + rows, None] - entropy[i:i + rows, None]).mul_(p).mul_(-grad_entropy[i:i + rows, None])
+                dz = z.sub_(p.mul_(g))
+            else:
+                dz = p.mul_(-g)
+            dz.scatter_add_(-1, ids[i:i + rows, None], g)                          # + g onehot(id)
+            if temperature != 1.0:
+                dz.div_(temperature)
+            dz = dz.to(logits.dtype)   # the plain graph's logits gradient is in the logits' dtype
+            with autocast(hidden.device.type, amp):
+                if need_h:
+                    grad_h[i:i + rows] = torch.matmul(dz, weight)
+                if need_w:
+                    grad_w += torch.matmul(dz.t(), h).float()
+            if need_b:
+                grad_b += dz.float().sum(0)
+        grad_w = grad_w.to(weight.dtype) if need_w else None
+        grad_b = grad_b.to(bias.dtype) if need_b else None
+        return grad_h, grad_w, grad_b, None, None, None, None, None
