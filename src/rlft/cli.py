@@ -108,6 +108,10 @@ def _cmd_sft(ns: argparse.Namespace) -> int:
 
 
 def _print_final(result: Any) -> None:
+    from rlft.training.distributed import is_main_process
+
+    if not is_main_process():  # launched on many processes: rank 0 reports
+        return
     last = result.evals[-1] if result.evals else None
     msg = f"done: {result.step} steps; model in {result.final_dir}"
     if last is not None:

@@ -47,6 +47,7 @@ def evaluate(
     freq_buckets: bool = True,
     progress: bool = False,
     kl_rows: int | None = None,
+    dist: Any = None,
 ) -> EvalResult:
     """Greedy-decode ``examples`` in batches and score them (``progress``: a bar over the batches).
 
@@ -54,47 +55,42 @@ def evaluate(
     ``kl_rows`` limits it to the batches that start within the first ``kl_rows`` examples
     (``kl_n`` says how many rows it covers).
 
+    ``dist`` (``rlft.training.distributed.Dist``, many processes): rank r decodes batches r, r +
+    world, ...; the batches are the single process's, gathered back in their order, so every
+    rank gets the result one process would (same outputs, same bucketed tables).
+
     Returns the ``EvalResult``: metric (0-100, mean of sentence scores) with per-example scores,
     a second metric, mean reward, KL to ``reference`` (None without one), mean length, truncation
     rate, the monitors, traffic buckets and stratified scores, and sample outputs.
     """
     from tqdm.auto import tqdm
 
-    from rlft.data.templates import render
-    from rlft.eval.monitors import component_columns, text_monitors
-    from rlft.rewards import METRICS, score
+    from rlft.eval.monitors import text_monitors
+    from rlft.rewards import METRICS
 
-    config, policy = parts.config, parts.policy
+    config = parts.config
     metric_name, second_name = metric_names(config)
-    max_new = config.eval.max_new_tokens or config.rollout.max_new_tokens
-    outputs: list[str] = []
-    rewards: list[float] = []
-    lengths: list[float] = []
-    truncated: list[bool] = []
-    columns: dict[str, list[float]] = {}  # 'reward/<name>' -> values of each reward component
-    kl_sum = kl_tokens = 0.0
-    kl_n = 0
-    bar = tqdm(total=len(examples), desc=tag, unit="row", disable=not progress, leave=False, dynamic_ncols=True)
-    for start in range(0, len(examples), config.eval.batch_size):
-        batch = list(examples[start:start + config.eval.batch_size])
-        prompts = render(config, policy.tokenizer, batch, parts.max_prompt_tokens)
-        rollout = parts.sampler.greedy(prompts, max_new_tokens=max_new)
-        outputs.extend(rollout.texts)
-        lengths.extend(rollout.lengths.tolist())
-        truncated.extend(rollout.truncated.tolist())
-        result = score(parts.reward_fn, [ex.prompt for ex in batch], rollout.texts,
-                       [ex.references for ex in batch], truncated=rollout.truncated.tolist())
-        rewards.extend(result.rewards if result.rewards is not None else [math.nan] * len(batch))
-        for key, values in component_columns(result.components).items():
-            columns.setdefault(key, []).extend(values)
-        if reference is not None and (kl_rows is None or start < kl_rows):
-            kl_n += len(batch)
-            with parts.autocast():
-                n_tok = float(rollout.completion_mask.sum())
-                kl_sum += greedy_kl(policy.model, reference, rollout, is_seq2seq=policy.is_seq2seq) * n_tok
-                kl_tokens += n_tok
-        bar.update(len(batch))
+    rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
+    starts = list(range(0, len(examples), config.eval.batch_size))
+    bar = tqdm(total=len(examples), desc=tag, unit="row", disable=not progress or rank > 0, leave=False,
+               dynamic_ncols=True)
+    done = {}
+    for i in range(rank, len(starts), world):
+        done[starts[i]] = _decode_batch(parts, examples, starts[i], reference, kl_rows)
+        bar.update(len(done[starts[i]]["outputs"]))
     bar.close()
+    if world > 1:
+        done = {start: rec for part in dist.gather_objects(done) for start, rec in part.items()}
+    records = [done[start] for start in starts]
+    outputs = [o for r in records for o in r["outputs"]]
+    lengths = [x for r in records for x in r["lengths"]]
+    truncated = [t for r in records for t in r["truncated"]]
+    rewards = [x for r in records for x in r["rewards"]]
+    columns: dict[str, list[float]] = {}  # 'reward/<name>' -> values of each reward component
+    for r in records:
+        for key, values in r["columns"].items():
+            columns.setdefault(key, []).extend(values)
+    kl_sum, kl_tokens, kl_n = (sum(r[k] for r in records) for k in ("kl_sum", "kl_tokens", "kl_n"))
     refs = [ex.references for ex in examples]
     per_example = METRICS[metric_name].sentence(outputs, refs)
     second = METRICS[second_name].sentence(outputs, refs) if second_name else None
@@ -125,6 +121,31 @@ def evaluate(
                                cjk=config.reward.cjk),
         components={k: _mean(v) for k, v in columns.items()} if len(columns) > 1 else {},
         buckets=buckets, train_counts=train_counts, bucket_rule=rule.describe() if rule is not None else None, strata=strata)
+
+
+def _decode_batch(parts: Any, examples: Sequence[Example], start: int, reference: Any,
+                  kl_rows: int | None) -> dict[str, Any]:
+    """One evaluation batch, from ``start``: greedy outputs, lengths, truncation, rewards, the reward
+    components and the KL parts (plain lists and numbers: they travel between processes)."""
+    from rlft.data.templates import render
+    from rlft.eval.monitors import component_columns
+    from rlft.rewards import score
+
+    config, policy = parts.config, parts.policy
+    batch = list(examples[start:start + config.eval.batch_size])
+    prompts = render(config, policy.tokenizer, batch, parts.max_prompt_tokens)
+    rollout = parts.sampler.greedy(prompts, max_new_tokens=config.eval.max_new_tokens or config.rollout.max_new_tokens)
+    result = score(parts.reward_fn, [ex.prompt for ex in batch], rollout.texts,
+                   [ex.references for ex in batch], truncated=rollout.truncated.tolist())
+    out = {"outputs": rollout.texts, "lengths": rollout.lengths.tolist(), "truncated": rollout.truncated.tolist(),
+           "rewards": result.rewards if result.rewards is not None else [math.nan] * len(batch),
+           "columns": component_columns(result.components), "kl_sum": 0.0, "kl_tokens": 0.0, "kl_n": 0}
+    if reference is not None and (kl_rows is None or start < kl_rows):
+        with parts.autocast():
+            n_tok = float(rollout.completion_mask.sum())
+            out.update(kl_sum=greedy_kl(policy.model, reference, rollout, is_seq2seq=policy.is_seq2seq) * n_tok,
+                       kl_tokens=n_tok, kl_n=len(batch))
+    return out
 
 
 def metric_names(config: Any) -> tuple[str, str | None]:

@@ -3,7 +3,8 @@
 One function, read top to bottom; the run scaffold (``rlft.training.run.Run``) holds what every
 loop shares (resume, logging, evaluation and checkpoint cadence, export). Every step:
 
-  1. pick B unique prompts (uniform, or by traffic weight count**alpha with a floor);
+  1. pick B unique prompts (uniform, or by traffic weight count**alpha with a floor); on many
+     processes every rank draws the same B and keeps its share (``rlft.training.distributed``);
   2. roll out G completions per prompt with the sampler (KV-cache decode);
   3. score them with the reward; a reward that raises or returns NaN/inf skips the step;
   4. advantages from the algorithm (REINFORCE / SCST / RLOO / GRPO per sequence; PPO per token, by
@@ -69,7 +70,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
 
     parts = prepare_parts(config, parts)
     config = parts.config  # task defaults applied
-    ro, algo_cfg, policy, train_set = config.rollout, config.algo, parts.policy, parts.splits["train"]
+    ro, algo_cfg, policy, train_set, dist = config.rollout, config.algo, parts.policy, parts.splits["train"], parts.dist
     algo = ALGORITHMS[algo_cfg.name]
     value_head = value_head_for(policy.model) if algo.critic is not None else None  # PPO's critic (trunk shared)
     run = Run(config, parts, name="rl", total_steps=config.run.steps, dropout=False, eval_at_start=True,
@@ -90,25 +91,27 @@ def train(config: Config, parts: Any = None) -> RunResult:
     for step in run.steps():
         t0 = time.perf_counter()
         # 1. prompts: B unique prompts; a prompt seen a million times in traffic is one row with a weight
-        idx = traffic.sample()                                                 # (B,)
-        batch = [train_set[i] for i in idx.tolist()]
+        idx = traffic.sample()                                                 # (B,) the same on every rank
+        mine = dist.share(len(idx), algo_cfg.minibatches)                      # (B / world,) this rank's
+        batch = [train_set[i] for i in idx[mine].tolist()]
         prompts = render(config, policy.tokenizer, batch, parts.max_prompt_tokens)
         # 2. rollout: G completions per prompt
         rollout = parts.sampler.sample(prompts, ro.group_size, temperature=ro.temperature, top_p=ro.top_p,
-                                       top_k=ro.top_k, max_new_tokens=ro.max_new_tokens, generator=gen)
+                                       top_k=ro.top_k, max_new_tokens=ro.max_new_tokens,
+                                       generator=dist.rollout_generator(gen, config.run.seed, step))
         t_gen = time.perf_counter() - t0
-        # 3. rewards
+        # 3. rewards (a bad reward on any rank skips the step on all)
         scores = _score(parts, algo.needs_greedy, batch, prompts, rollout)
-        error, kl_stats = scores.error, {}
+        error, kl_stats = dist.first_error(scores.error), {}
         if error is None:
             # 4. advantages, of R - kl_coef * KL(y) when the KL penalty is in the reward (algo.kl_mode);
             #    then the KL coefficient adapts to this batch's KL (algo.kl_target; 0 keeps it fixed)
             ref_lp, kl_stats = _reference_kl(reference, rollout, algo_cfg, settings)
             adv = _advantages(algo, algo_cfg, state, scores, rollout, ref_lp, policy.model, value_head, settings)
-            weights = traffic.loss_weights(idx).repeat_interleave(ro.group_size).float()      # (N,)
+            weights = traffic.loss_weights(idx)[mine].repeat_interleave(ro.group_size).float()  # (N,)
             kl_coef, state.kl_coef = state.kl_coef, adaptive_kl_coef(
                 state.kl_coef, kl_stats.get("kl_sequence", 0.0), target=algo_cfg.kl_target,
-                horizon=algo_cfg.kl_horizon, n=len(weights))
+                horizon=algo_cfg.kl_horizon, n=len(idx) * ro.group_size)
             # 5. update; a non-finite loss or gradient skips it like a bad reward
             kl_loss_ref = ref_lp if algo_cfg.kl_mode == "loss" else None
             stats, error = update(policy.model, run.optimizer,
@@ -180,31 +183,37 @@ def _reference_kl(reference: Any, rollout: Any, algo_cfg: Any, settings: Any) ->
     stats = {"kl_sequence": kl_reward(rollout.logprobs, ref_lp, rollout.completion_mask).mean().item()}
     if algo_cfg.kl_mode == "reward":
         stats["kl"] = masked_mean(rollout.logprobs - ref_lp, rollout.completion_mask).item()
-    return ref_lp, stats
+    return ref_lp, settings.dist.mean_metrics(stats)  # equal shares: the mean of rank means is the batch's
 
 
 def _advantages(algo: Any, algo_cfg: Any, state: RLState, scores: Scores, rollout: Any, ref_lp: torch.Tensor | None,
                 model: Any, value_head: Any, settings: Any) -> Advantages:
     """Step 4. Per sequence: the algorithm's advantages of R - kl_coef * KL(y) when the KL penalty
     is in the reward. With a critic (PPO): R passes to GAE with the per-token k1 penalty and the
-    value head's estimates, taken in one pass with the policy's log-probs before the update."""
+    value head's estimates, taken in one pass with the policy's log-probs before the update.
+
+    On many processes the rewards (and PPO's per-token inputs) of every rank are gathered, so the
+    advantages, the running baseline and the whitening are those of the global batch; each rank
+    keeps its rows. Every estimator is per group or over the whole batch, so rank order is fine."""
     from rlft.algorithms import kl_penalty, kl_reward
     from rlft.training.update import frozen_logprobs_values
 
+    dist, n, width = settings.dist, rollout.completion_mask.shape[0], rollout.completion_mask.shape[1]
     mask, penalty = rollout.completion_mask, ref_lp is not None and algo_cfg.kl_mode == "reward"
     rewards = scores.rewards                                                                  # (B, G)
     if penalty and algo.critic is None:
         rewards = rewards - state.kl_coef * kl_reward(rollout.logprobs, ref_lp, mask).view_as(rewards)
-    seq = algo.advantages(rewards, greedy_rewards=scores.greedy, state=state.algo,
+    greedy = dist.gather(scores.greedy) if scores.greedy is not None else None                # (B_all,)
+    seq = algo.advantages(dist.gather(rewards), greedy_rewards=greedy, state=state.algo,
                           baseline_momentum=algo_cfg.baseline_momentum,
-                          scale_rewards=algo_cfg.scale_rewards).reshape(-1)                   # (N,)
+                          scale_rewards=algo_cfg.scale_rewards).reshape(-1)                   # (N_all,)
     if algo.critic is None:
-        return Advantages(seq)
+        return Advantages(dist.mine(seq, n))
     old_lp, old_values = frozen_logprobs_values(model, value_head, rollout, settings)         # (N, T) each
-    kl = kl_penalty(rollout.logprobs, ref_lp, "k1") if penalty else None                     # (N, T)
-    advantages, returns = algo.critic(seq, mask=mask, kl=kl, kl_coef=state.kl_coef, values=old_values,
-                                      gamma=algo_cfg.gamma, lam=algo_cfg.lam)                # (N, T) each
-    return Advantages(advantages, returns, old_values, old_lp)
+    kl = dist.gather(kl_penalty(rollout.logprobs, ref_lp, "k1")) if penalty else None        # (N_all, T_all)
+    advantages, returns = algo.critic(seq, mask=dist.gather(mask), kl=kl, kl_coef=state.kl_coef,
+                                      values=dist.gather(old_values), gamma=algo_cfg.gamma, lam=algo_cfg.lam)
+    return Advantages(dist.mine(advantages, n)[:, :width], dist.mine(returns, n)[:, :width], old_values, old_lp)
 
 
 def _train_row(config: Config, run: Run, scores: Scores, rollout: Any, batch: list, idx: torch.Tensor,
@@ -214,7 +223,7 @@ def _train_row(config: Config, run: Run, scores: Scores, rollout: Any, batch: li
     from rlft.eval.monitors import rollout_monitors
 
     G = rollout.group_size
-    raw_rewards = torch.tensor(scores.result.rewards)                                     # (N,)
+    raw_rewards = run.dist.gather(torch.tensor(scores.result.rewards))                   # (N_all,)
     row = {"reward": raw_rewards.mean().item(), "reward_std": raw_rewards.std().item(),
            "length": rollout.lengths.float().mean().item(),
            "truncation_rate": rollout.truncated.float().mean().item(),
@@ -225,7 +234,7 @@ def _train_row(config: Config, run: Run, scores: Scores, rollout: Any, batch: li
     row.update(rollout_monitors([ex.prompt for ex in batch for _ in range(G)], rollout.texts,
                                 [ex.references for ex in batch for _ in range(G)], scores.rewards,
                                 scores.result.components, language=config.eval.language, cjk=config.reward.cjk))
-    return row
+    return run.dist.mean_metrics(row)  # many processes: the means over ranks (equal shares), the slowest's times
 
 
 def _log_train(run: Run, state: RLState, step: int, row: dict[str, Any], max_new_tokens: int) -> None:

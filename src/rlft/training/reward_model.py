@@ -6,7 +6,8 @@ The run scaffold (``rlft.training.run.Run``) is the RL and SFT loops', so resume
 evaluation and checkpoint cadence and the export cannot drift; dropout is off, as in TRL's
 RewardTrainer default (two forwards of one pair should not disagree by noise). Every step:
 
-  1. the next batch of pairs in a shuffled order fixed by (seed, epoch) (``sft.DataOrder``);
+  1. the next batch of pairs in a shuffled order fixed by (seed, epoch) (``sft.DataOrder``; on many
+     processes, this rank's part of it);
   2. encode: the chosen and the rejected completions as (prompt, completion) text pairs, one batch;
   3. loss: the preference NLL (Bradley-Terry with margins; the tie model when the data has ties),
      in ``optim.grad_accum`` micro-batches;
@@ -85,21 +86,22 @@ def train_reward_model(config: Config) -> RunResult:
     causal LM, given a scalar head), ``data.train`` (preference pairs), LoRA when ``lora.r > 0``."""
     from rlft.models.lora import apply_lora
     from rlft.models.reward_model import load_reward_model
-    from rlft.training.optim import clip_grad_norm
-    from rlft.training.runtime import resolve_device, seed_everything, set_threads
+    from rlft.training.distributed import from_launcher
+    from rlft.training.runtime import seed_everything, set_threads
     from rlft.training.sft import DataOrder
 
     set_threads(config.run.threads)
     seed_everything(config.run.seed)  # before loading: a fresh scalar head's initialization repeats
     splits = _load_splits(config)
-    device = resolve_device(config.run.device)
+    dist = from_launcher(config.run.device)  # many processes: this rank's device
+    device = dist.device
     rm = load_reward_model(config.model.name_or_path, device=device, revision=config.model.revision,
                            trust_remote_code=config.model.trust_remote_code)
     policy = rm.as_policy()
     apply_lora(policy, config.lora, task_type="SEQ_CLS")  # the head trains in full (peft's modules_to_save)
     train = splits["train"]
     total = min(config.run.steps, max(1, math.ceil(config.rm.epochs * math.ceil(len(train) / config.rm.batch_size))))
-    parts = SimpleNamespace(policy=policy, splits={"validation": splits["validation"]})
+    parts = SimpleNamespace(policy=policy, splits={"validation": splits["validation"]}, dist=dist)
     run = Run(config, parts, name="rm", total_steps=total, dropout=False, eval_at_start=False)
     has_ties = any(p.tie for p in train)
     tie = TieParameter(config.rm.ties, config.rm.tie_param, learn=config.rm.learn_tie_param and has_ties,
@@ -115,14 +117,15 @@ def train_reward_model(config: Config) -> RunResult:
         batch = [train[i] for i in order.batch(step)]
         # 2.-3. encode, loss, backward
         run.optimizer.zero_grad(set_to_none=True)
-        stats = _loss_backward(rm, batch, config, tie if has_ties else None, autocast)
-        # 4. update
-        grad_norm = clip_grad_norm(rm.model, config.optim.max_grad_norm)
+        stats = _loss_backward(rm, batch, config, tie if has_ties else None, autocast, dist)
+        # 4. update (many processes: the tie parameter's gradient is averaged over the ranks as well)
+        grad_norm = dist.clip_grad_norm(rm.model, config.optim.max_grad_norm)
+        dist.average_grads([tie.free])
         run.optimizer.step()
         tie.step()
         run.scheduler_step()
-        # 5. log
-        row = {**stats, "grad_norm": grad_norm, "lr": run.lr, "step_time": time.perf_counter() - t0}
+        # 5. log (many processes: means over the ranks)
+        row = dist.mean_metrics({**stats, "grad_norm": grad_norm, "lr": run.lr, "step_time": time.perf_counter() - t0})
         if has_ties:
             row["tie_param"] = tie.value
         run.log_step(step, row, {"loss": stats["loss"], "acc": stats["accuracy"]})
@@ -155,31 +158,35 @@ def _autocast(config: Config, device: torch.device) -> Any:
 
 
 def _loss_backward(rm: Any, batch: list[Pair], config: Config, tie: Optional[TieParameter],
-                   autocast: Any) -> dict[str, float]:
+                   autocast: Any, dist: Any) -> dict[str, float]:
     """Steps 2-3: backpropagate the batch's mean preference NLL in ``optim.grad_accum`` micro-batches
-    (each weighted by its share of the batch, so the gradients add up); the step's statistics."""
+    (each weighted by its share of the batch, so the gradients add up); the step's statistics.
+    Many processes: ``batch`` is the global one, of which this rank takes its part; each part is
+    weighted by its share of the global batch times the world size (``dist`` averages gradients)."""
     from rlft.algorithms.preference import pair_accuracy, preference_loss
     from rlft.models.reward_model import encode, forward_scores
 
     loss_sum, right, diff = 0.0, 0.0, 0.0
+    n_global, batch = len(batch), dist.split(batch)
     for chunk in torch.arange(len(batch)).chunk(config.optim.grad_accum):
         pairs = [batch[i] for i in chunk.tolist()]
         enc = encode(rm.tokenizer, [p.prompt for p in pairs] * 2, [p.chosen for p in pairs] +
                      [p.rejected for p in pairs], config.rm.max_length)
         with autocast():
-            scores = forward_scores(rm.model, enc)                                     # (2b,)
+            scores = forward_scores(dist.forward(rm.model), enc)                       # (2b,)
         chosen, rejected = scores[: len(pairs)], scores[len(pairs):]                   # (b,), (b,)
         margin = torch.tensor([p.margin for p in pairs], device=scores.device)         # (b,)
         ties = torch.tensor([p.tie for p in pairs], device=scores.device) if tie else None
         loss = preference_loss(chosen, rejected, tie=ties, margin=margin, ties=config.rm.ties,
                                tie_free=tie.free if tie else None)
-        (loss * len(pairs) / len(batch)).backward()
+        dist.backward(loss * len(pairs) / n_global * dist.world)
         won = [i for i, p in enumerate(pairs) if not p.tie]
         loss_sum += loss.item() * len(pairs)
         right += pair_accuracy(chosen[won], rejected[won]).sum().item()
         diff += (chosen[won] - rejected[won]).sum().item()
-    n_won = sum(not p.tie for p in batch)
-    return {"loss": loss_sum / len(batch), "accuracy": right / n_won if n_won else math.nan,
+    n_won = dist.sum(sum(not p.tie for p in batch))
+    loss_sum, right, diff = dist.sum(loss_sum), dist.sum(right), dist.sum(diff)
+    return {"loss": loss_sum / n_global, "accuracy": right / n_won if n_won else math.nan,
             "score_diff": diff / n_won if n_won else math.nan}
 
 

@@ -25,6 +25,7 @@ import torch
 
 from rlft.config import Config
 from rlft.rundir import jsonable
+from rlft.training.distributed import Dist
 
 if TYPE_CHECKING:
     from rlft.eval.result import EvalResult
@@ -66,8 +67,11 @@ class Run:
         self.run_dir = Path(config.run.output_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.value_head = value_head  # PPO's critic: optimized with the model, saved in checkpoints and final/
-        self.optimizer = build_optimizer(with_value_head(self.model, value_head), config.optim)
-        self.scheduler = build_scheduler(self.optimizer, config.optim, total_steps)
+        # Many processes: the model goes to the engine (DDP/FSDP/DeepSpeed), rank 0 alone writes.
+        self.dist = getattr(parts, "dist", None) or Dist()
+        optimizer = build_optimizer(with_value_head(self.model, value_head), config.optim)
+        self.scheduler = build_scheduler(optimizer, config.optim, total_steps)
+        self.optimizer = self.dist.prepare(self.model, optimizer)
 
     def resume(self, state: S, *, generators: dict[str, torch.Generator],
                stateful: dict[str, Any] | None = None) -> S:
@@ -88,10 +92,13 @@ class Run:
                                 scheduler=self.scheduler, generators=generators, state=saved,
                                 stateful=self.stateful) if run.resume else None
         self.start = resumed or 0
-        save_resolved_config(self.run_dir, config_dict(self.config))
-        self.logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, resume_step=resumed)
+        main = self.dist.is_main
+        if main:
+            save_resolved_config(self.run_dir, config_dict(self.config))
+        self.logger = MetricsLogger(self.run_dir, tensorboard=run.tensorboard, resume_step=resumed) if main \
+            else _NoLog()
         self.result = RunResult(self.run_dir, self.start, None)
-        self.progress = Progress(total=self.total, initial=self.start, enabled=run.progress, desc=self.name)
+        self.progress = Progress(total=self.total, initial=self.start, enabled=run.progress and main, desc=self.name)
         return _restored(state, saved, self.run_dir)
 
     def steps(self) -> Iterator[int]:
@@ -116,8 +123,9 @@ class Run:
         self.progress.update(1, shown)
 
     def write(self, message: str) -> None:
-        """A line to the terminal that does not break the progress bar."""
-        self.progress.write(message)
+        """A line to the terminal that does not break the progress bar (rank 0's only)."""
+        if self.dist.is_main:
+            self.progress.write(message)
 
     def eval_due(self, step: int) -> bool:
         """Step 0 of a fresh run (with ``eval_at_start``), every ``run.eval_every`` steps and the last step,
@@ -133,7 +141,8 @@ class Run:
 
         training = self.model.training
         self.model.eval()
-        ev = evaluate(self.parts, self.val_set, reference=reference, tag=f"{self.name}-step-{step:08d}", step=step)
+        ev = evaluate(self.parts, self.val_set, reference=reference, tag=f"{self.name}-step-{step:08d}", step=step,
+                      dist=self.dist)
         self.model.train(training)
         self.result.evals.append(ev)
         return ev
@@ -149,17 +158,22 @@ class Run:
         saved: dict[str, Any] = {"state": jsonable(state, allow_nan=True), "generators": self.generators}
         if self.stateful:
             saved["extra"] = {name: obj.state_dict() for name, obj in self.stateful.items()}
-        save_checkpoint(self.run_dir, step, model=self.policy.trainable, tokenizer=self.policy.tokenizer,
-                        optimizer=self.optimizer, scheduler=self.scheduler, state=saved)
-        prune_checkpoints(self.run_dir, run.keep_checkpoints)
+        if self.dist.is_main:  # the ranks hold the same replica, optimizer and (global) loop state
+            save_checkpoint(self.run_dir, step, model=self.policy.trainable, tokenizer=self.policy.tokenizer,
+                            optimizer=self.optimizer, scheduler=self.scheduler, state=saved)
+            prune_checkpoints(self.run_dir, run.keep_checkpoints)
+        self.dist.barrier()
 
     def export(self, name: str) -> Path:
         """The model as a plain ``from_pretrained`` directory ``run_dir/{name}`` (``best``, ``final``), with
         the value head beside the model files when there is one."""
         from rlft.training.checkpoint import export_final
 
-        return export_final(self.run_dir, self.policy.trainable, self.policy.tokenizer, name=name,
-                            value_head=self.value_head)
+        if self.dist.is_main:
+            export_final(self.run_dir, self.policy.trainable, self.policy.tokenizer, name=name,
+                         value_head=self.value_head)
+        self.dist.barrier()
+        return self.run_dir / name
 
     def finish(self) -> RunResult:
         """Close the progress bar, export ``final/``, close the log; the run's result."""
@@ -179,3 +193,12 @@ def _restored(state: S, saved: dict[str, Any], where: Path) -> S:
     if unknown:  # written by another version of the loop
         warnings.warn(f"{where}: ignoring unknown loop state {', '.join(unknown)} on resume", stacklevel=3)
     return dataclasses.replace(state, **{k: v for k, v in saved.items() if k in names})
+
+
+class _NoLog:
+    """The metrics log of a rank other than 0: rank 0 writes the run's one metrics.jsonl."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    log_text = flush = close = log

@@ -7,13 +7,14 @@ read data, render prompts and decode exactly the same way.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from rlft.config import Config, with_defaults, with_overrides
 from rlft.data.example import Example
+from rlft.training.distributed import Dist
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Parts:
     sampler: Any                         # rlft.rollout.base.Sampler
     autocast: Callable[[], Any]          # () -> context manager
     max_prompt_tokens: int               # data.max_prompt_tokens, capped by the context window
+    dist: Dist = field(default_factory=Dist)  # this process's rank, world and device (one process: 0, 1)
 
 
 def apply_task_defaults(config: Config) -> Config:
@@ -56,14 +58,16 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     from rlft.models.loading import load_policy
     from rlft.rewards import build_reward
     from rlft.rollout import build_sampler
-    from rlft.training.runtime import autocast_context, resolve_device, resolved_precision, set_threads
+    from rlft.training.distributed import from_launcher
+    from rlft.training.runtime import autocast_context, resolved_precision, set_threads
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would interleave with rlft's own
     config = apply_task_defaults(config)
     set_threads(config.run.threads)
-    device = resolve_device(config.run.device)
+    dist = from_launcher(config.run.device)  # launched on many processes: this rank's device
+    device = dist.device
     precision = resolved_precision(device, config.run.precision)
     reward_fn = build_reward(config.reward.spec, cjk=config.reward.cjk,
                              target_length_ratio=config.reward.target_length_ratio, device=device,
@@ -83,7 +87,7 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=max_prompt,
                             overlong=config.data.overlong, device=device,
                             autocast=torch.bfloat16 if precision == "bf16" else None)
-    return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast, max_prompt)
+    return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast, max_prompt, dist)
 
 
 def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:

@@ -5,7 +5,8 @@ Every (prompt, reference) pair is a training item, so a prompt with three refere
 contributes three targets. The run scaffold (``rlft.training.run.Run``) is the RL loop's, so
 resume, logging, the evaluation and checkpoint cadence and the export cannot drift. Every step:
 
-  1. the next batch of (prompt, reference) pairs in a shuffled order fixed by (seed, epoch);
+  1. the next batch of (prompt, reference) pairs in a shuffled order fixed by (seed, epoch) (on many
+     processes, this rank's part of it: ``rlft.training.distributed``);
   2. encode: rendered prompts left-padded as the sampler pads them, references + end-of-turn;
   3. loss: the token-mean negative log-likelihood of the references, in micro-batches;
   4. update: gradient clipping (the norm is logged either way), one AdamW step;
@@ -73,7 +74,6 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     ``sft_with_patience`` counts it as step 0 from a cached evaluation).
     """
     from rlft.data.templates import CHAT, end_of_turn_id, render
-    from rlft.training.optim import clip_grad_norm
     from rlft.training.setup import prepare_parts
 
     parts = prepare_parts(config, parts)
@@ -91,8 +91,8 @@ def sft(config: Config, parts: Any = None) -> RunResult:
     model.train()
     for step in run.steps():
         t0 = time.perf_counter()
-        # 1. batch
-        batch = [items[i] for i in order.batch(step)]
+        # 1. batch (many processes: this rank's part)
+        batch = run.dist.split([items[i] for i in order.batch(step)])
         # 2. encode
         prompts = render(config, policy.tokenizer, [ex for ex, _ in batch], parts.max_prompt_tokens)
         enc = encode_pairs(policy.tokenizer, prompts,
@@ -102,14 +102,16 @@ def sft(config: Config, parts: Any = None) -> RunResult:
                            end_id=end_id)
         # 3. loss, backward
         run.optimizer.zero_grad(set_to_none=True)
-        loss = _nll_backward(model, enc, config.optim.grad_accum, parts)
+        loss = _nll_backward(model, enc, config.optim.grad_accum, parts, run.dist)
         # 4. update
-        grad_norm = clip_grad_norm(model, config.optim.max_grad_norm)
+        grad_norm = run.dist.clip_grad_norm(model, config.optim.max_grad_norm)
         run.optimizer.step()
         run.scheduler_step()
-        # 5. log
-        row = {"loss": loss, "grad_norm": grad_norm, "lr": run.lr, "tokens": int(enc.completion_mask.sum()),
-               "step_time": time.perf_counter() - t0}
+        # 5. log (many processes: loss and times over the ranks, tokens summed)
+        row = run.dist.mean_metrics({"loss": loss, "grad_norm": grad_norm, "lr": run.lr,
+                                     "tokens": int(run.dist.sum(int(enc.completion_mask.sum()))),
+                                     "step_time": time.perf_counter() - t0})
+        loss = row["loss"]
         run.log_step(step, row, {"loss": loss, "s/step": row["step_time"]})
         # 6. evaluate, stop early, checkpoint
         if run.eval_due(step):
@@ -141,19 +143,20 @@ class DataOrder:
         return [self._perms[epoch][(pos + j) % self.n].item() for j in range(self.batch_size)]
 
 
-def _nll_backward(model: torch.nn.Module, enc: SimpleNamespace, grad_accum: int, parts: Any) -> float:
+def _nll_backward(model: torch.nn.Module, enc: SimpleNamespace, grad_accum: int, parts: Any, dist: Any) -> float:
     """Backpropagate the token-mean NLL of the whole batch's targets in ``grad_accum`` micro-batches
-    (each normalized by the whole batch's token count, so the gradients add up); returns the loss."""
+    (each normalized by the whole batch's token count, so the gradients add up); returns the loss.
+    Many processes: the count is the global batch's over the world size (``dist`` averages gradients)."""
     from rlft.models.logprobs import completion_logprobs
 
-    n_tokens = enc.completion_mask.sum()
+    n_tokens = dist.sum(enc.completion_mask.sum()) / dist.world
     total = 0.0
     for c in torch.arange(enc.completion_ids.shape[0]).chunk(grad_accum):
         rows = SimpleNamespace(**{k: v[c] for k, v in vars(enc).items()})
         with parts.autocast():
-            lp, _ = completion_logprobs(model, rows, is_seq2seq=parts.policy.is_seq2seq)  # (n_c, T)
+            lp, _ = completion_logprobs(dist.forward(model), rows, is_seq2seq=parts.policy.is_seq2seq)  # (n_c, T)
         loss = -(lp.float() * rows.completion_mask).sum() / n_tokens
-        loss.backward()
+        dist.backward(loss)
         total += loss.item()
     return total
 

@@ -19,6 +19,7 @@ import torch
 
 from rlft.config import AlgoConfig, Config
 from rlft.models.logprobs import RolloutLike
+from rlft.training.distributed import Dist
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,14 @@ class UpdateSettings:
     temperature: float         # the sampling temperature: log-probs of the distribution that sampled
     is_seq2seq: bool
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+    dist: Dist = Dist()        # many processes: this rank's share of each minibatch, gradients averaged
 
     @classmethod
     def from_config(cls, config: Config, parts: Any, *, clip: bool) -> UpdateSettings:
-        """The settings of a run; ``parts`` (``rlft.training.setup.Parts``) gives the model kind and autocast."""
+        """The settings of a run; ``parts`` (``rlft.training.setup.Parts``) gives the model kind, autocast
+        and the processes."""
         return cls(config.algo, clip, config.optim.grad_accum, config.optim.max_grad_norm,
-                   config.rollout.temperature, parts.policy.is_seq2seq, parts.autocast)
+                   config.rollout.temperature, parts.policy.is_seq2seq, parts.autocast, parts.dist)
 
 
 class UpdateResult(NamedTuple):
@@ -72,9 +75,11 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Upda
     loss, and the optimizer steps the head too. Log-probabilities are taken at the sampling
     temperature. Returns the stats and None, or the stats so far and the reason when a loss or
     gradient is not finite: that optimizer step is not taken, nor any after it on this batch.
+
+    On many processes ``batch`` is this rank's share of every minibatch (``settings.dist``); the
+    normalizer is the global minibatch's, so the averaged gradient is the single-process one.
     """
     from rlft.models.value_head import with_value_head
-    from rlft.training.optim import clip_grad_norm
 
     algo, n = settings.algo, batch.rollout.completion_mask.shape[0]
     old_lp = batch.old_logprobs
@@ -87,7 +92,8 @@ def update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Upda
     for rows in steps:
         optimizer.zero_grad(set_to_none=True)
         step_loss = _accumulate(model, value_head, batch, old_lp, rows, settings, totals)
-        grad_norm = totals["grad_norm"] = clip_grad_norm(trained, settings.max_grad_norm)
+        grad_norm = totals["grad_norm"] = settings.dist.clip_grad_norm(trained, settings.max_grad_norm)
+        step_loss = settings.dist.sum(step_loss)  # a non-finite loss on any rank skips the step on all
         if not (math.isfinite(step_loss) and math.isfinite(grad_norm)):
             error = f"non-finite {'loss' if not math.isfinite(step_loss) else 'gradient'}; update skipped"
             optimizer.zero_grad(set_to_none=True)
@@ -106,15 +112,18 @@ def _accumulate(model: torch.nn.Module, value_head: torch.nn.Module | None, batc
     from rlft.algorithms.ppo import value_loss
     from rlft.models.logprobs import completion_logprobs_values
 
-    algo, rollout, ref_lp, weights = settings.algo, batch.rollout, batch.ref_logprobs, batch.weights
+    algo, rollout, ref_lp, weights, dist = settings.algo, batch.rollout, batch.ref_logprobs, batch.weights, settings.dist
     mask = rollout.completion_mask                                                     # (N, T)
     head = value_head if batch.returns is not None else None
     normalizer = mask[rows].sum() if algo.loss_norm == "token" else torch.tensor(float(len(rows)))
+    # Many processes: the global minibatch's count over the world size, as the ranks' gradients are averaged.
+    normalizer = dist.sum(normalizer) / dist.world
     kl_coef = algo.kl_coef if batch.kl_coef is None else batch.kl_coef
     step_loss = 0.0
     for c in (rows[i] for i in _chunks(len(rows), settings.grad_accum)):
         with settings.autocast():
-            lp, ent, values = completion_logprobs_values(model, head, _rows(rollout, c), is_seq2seq=settings.is_seq2seq,
+            lp, ent, values = completion_logprobs_values(dist.forward(model), head, _rows(rollout, c),
+                                                         is_seq2seq=settings.is_seq2seq,
                                                          with_entropy=algo.entropy_coef > 0,
                                                          temperature=settings.temperature)
         lp = lp.float()                                                                # (n_c, T)
@@ -130,7 +139,7 @@ def _accumulate(model: torch.nn.Module, value_head: torch.nn.Module | None, batc
                                          clip=algo.cliprange_value, loss_norm=algo.loss_norm, normalizer=normalizer)
             loss = loss + algo.vf_coef * v_loss
             stats.update(v_stats)
-        loss.backward()
+        dist.backward(loss)
         step_loss += loss.item()
         # the losses are normalized by the whole minibatch already: micro-batch values add up
         for key in ("pg_loss", "value_loss"):
@@ -157,7 +166,8 @@ def frozen_logprobs_values(model: torch.nn.Module, value_head: torch.nn.Module |
 
     chunks = _chunks(rollout.completion_ids.shape[0], settings.grad_accum)
     with torch.no_grad(), settings.autocast():
-        parts = [completion_logprobs_values(model, value_head, _rows(rollout, c), is_seq2seq=settings.is_seq2seq,
+        parts = [completion_logprobs_values(settings.dist.forward(model), value_head, _rows(rollout, c),
+                                            is_seq2seq=settings.is_seq2seq,
                                             temperature=settings.temperature) for c in chunks]
     values = torch.cat([p[2] for p in parts]) if value_head is not None else None
     return torch.cat([p[0] for p in parts]).float(), values

@@ -1,0 +1,189 @@
+"""Many processes: the rank shares, the one-process identities, and real runs of 2 gloo processes.
+
+The runs use top_k=1, so that a rollout is a function of the weights alone: each rank samples from
+its own random stream, and with stochastic sampling two runs would agree only in distribution.
+REINFORCE's running baseline, traffic-weighted loss weights, two minibatches per batch and a KL
+penalty make every part of the update global: a rank that used only its own rows for any of them
+would move the weights differently from one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlft.errors import RlftError
+from rlft.training.distributed import Dist, launched, rank_share
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[2]
+DDP_CONFIG = ROOT / "examples" / "accelerate" / "ddp.yaml"
+# Largest weight difference, 1 vs 2 processes: measured 3.9e-06 to 4.7e-06 (6 AdamW steps at lr 1e-2 that move
+# weights by up to 0.057; the ranks sum gradients in another order, and AdamW's first steps are
+# nearly sign(gradient), which turns rounding into steps of lr size in weights whose gradient is ~0).
+# For scale: a per-rank REINFORCE baseline gives 2.3e-04, a per-rank loss normalizer 0.11.
+TOLERANCE = 2e-5
+
+
+def test_rank_shares_are_disjoint_cover_the_batch_and_follow_the_minibatches():
+    shares = [rank_share(8, 2, r, minibatches=2).tolist() for r in range(2)]
+    assert shares == [[0, 1, 4, 5], [2, 3, 6, 7]]  # rank r: slice r of minibatch 0, then of minibatch 1
+    shares = [rank_share(12, 3, r).tolist() for r in range(3)]
+    assert sorted(sum(shares, [])) == list(range(12)) and shares[1] == [4, 5, 6, 7]
+    assert rank_share(5, 1, 0, minibatches=2).tolist() == [0, 1, 2, 3, 4]  # one process: as before
+    with pytest.raises(RlftError, match="multiple of the number of processes"):
+        rank_share(6, 2, 0, minibatches=2)
+
+
+def test_one_process_is_the_identity():
+    dist = Dist("cpu")
+    assert (dist.rank, dist.world, dist.is_main) == (0, 1, True)
+    x, gen = torch.arange(6.0).view(3, 2), torch.Generator().manual_seed(0)
+    assert dist.gather(x) is x and dist.mine(x, 3) is x and dist.sum(2.5) == 2.5
+    assert dist.split([1, 2, 3]) == [1, 2, 3] and dist.first_error("bad") == "bad"
+    assert dist.rollout_generator(gen, 0, 5) is gen
+    row = {"reward": 0.5, "step_time": 1.0, "reason": "x"}
+    assert dist.mean_metrics(row) == row
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert dist.prepare(model, optimizer) is optimizer and dist.forward(model) is model
+
+
+def test_launched_reads_the_launchers_environment(monkeypatch):
+    for name in ("WORLD_SIZE", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        monkeypatch.delenv(name, raising=False)
+    assert not launched()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched()
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    assert launched()
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched()
+
+
+def test_importing_rlft_does_not_import_accelerate_or_torch_distributed_state():
+    code = "import rlft, rlft.training.distributed, sys; print('accelerate' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# Real runs: 2 gloo processes
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(pause: float = 0.0) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "RLFT_TEST_REWARD_PAUSE": str(pause)}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _overrides(model_dir: Path, data: dict[str, str], out: Path, **extra: object) -> list[str]:
+    return tiny_overrides(model_dir, data, out, **{
+        "algo.name": "reinforce", "algo.kl_coef": 0.05, "algo.minibatches": 2, "rollout.top_k": 1,
+        "rollout.group_size": 2, "rollout.prompts_per_step": 4, "optim.lr": 1e-2, "run.threads": 1,
+        "eval.max_examples": 4, "eval.batch_size": 2, "run.eval_every": 3, "run.save_every": 1,
+        "reward.spec": "tests.training.slow_reward:slow_chrf", **extra})
+
+
+def _weights(directory: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _rows(run_dir: Path, split: str) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["split"] == split]
+
+
+def _checkpoints(run_dir: Path) -> list[int]:
+    """The steps of the complete checkpoints from step 2 on."""
+    root = run_dir / "checkpoints"
+    found = [int(p.name.split("-")[1]) for p in root.glob("step-*") if (p / "COMPLETE").exists()] if root.is_dir() else []
+    return sorted(s for s in found if s >= 2)
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 240) -> None:
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
+def test_two_processes_under_the_example_ddp_config_update_as_one_process(tmp_path, tiny_causal_dir, tiny_dataset):
+    """The example DDP config starts on CPU, and 2 processes give the weights, rewards and
+    validation tables of 1 process at the same global batch."""
+    from rlft.config import load_config
+    from rlft.training.loop import train
+
+    one = train(load_config(None, _overrides(tiny_causal_dir, tiny_dataset, tmp_path / "one"))).run_dir
+    accelerate = Path(sys.executable).parent / "accelerate"
+    _run([str(accelerate), "launch", "--config_file", str(DDP_CONFIG), "--num_processes", "2",
+          "--main_process_port", str(_free_port()), "-m", "rlft", "train",
+          *_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "two")], _env())
+    two = tmp_path / "two"
+    start, w1, w2 = _weights(tiny_causal_dir), _weights(one / "final"), _weights(two / "final")
+    moved, diff = _max_diff(start, w1), _max_diff(w1, w2)
+    print(f"1 vs 2 processes: largest weight difference {diff:.3g}; the run moved weights by up to {moved:.3g}")
+    assert moved > 1e-3 and diff <= TOLERANCE
+    train1, train2 = _rows(one, "train"), _rows(two, "train")
+    assert [r["step"] for r in train2] == [1, 2, 3]  # rank 0 alone writes the log: one line per step
+    for a, b in zip(train1, train2):
+        assert b["reward"] == pytest.approx(a["reward"], abs=1e-6)
+        assert b["kl"] == pytest.approx(a["kl"], abs=1e-5) and b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)  # AdamW would hide a gradient's scale
+    val1, val2 = _rows(one, "validation"), _rows(two, "validation")
+    keys = ("metric", "corpus_metric", "reward", "length", "traffic_weighted", "unweighted", "head", "tail")
+    assert [r["step"] for r in val2] == [0, 3]
+    for a, b in zip(val1, val2):  # evaluation sharded by batch and gathered in order: the same table
+        assert {k: b.get(k) for k in keys} == pytest.approx({k: a.get(k) for k in keys}, abs=1e-6)
+    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
+
+
+def test_a_run_killed_at_two_processes_resumes_at_one(tmp_path, tiny_causal_dir, tiny_dataset):
+    """torchrun, 2 processes, killed after a checkpoint of step 2 or 3; resumed by one process, it ends
+    where an uninterrupted one-process run ends."""
+    from rlft.config import load_config
+    from rlft.training.loop import train
+
+    run_dir = tmp_path / "run"
+    args = _overrides(tiny_causal_dir, tiny_dataset, run_dir, **{"run.steps": 4, "run.eval_every": 0})
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "rlft", "train", *args]
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen(cmd, env=_env(pause=1.0), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+        deadline = time.monotonic() + 240
+        while not _checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        proc.wait(timeout=60)
+    steps = _checkpoints(run_dir)
+    assert steps and steps[-1] < 4 and not (run_dir / "final").exists(), log.read_text()[-4000:]  # killed mid-run
+    resumed = train(load_config(None, [*args, "run.resume=true"]))
+    assert resumed.step == 4 and [r["step"] for r in _rows(run_dir, "train")] == [1, 2, 3, 4]
+    alone = train(load_config(None, _overrides(tiny_causal_dir, tiny_dataset, tmp_path / "alone",
+                                               **{"run.steps": 4, "run.eval_every": 0})))
+    diff = _max_diff(_weights(run_dir / "final"), _weights(alone.run_dir / "final"))
+    print(f"killed at 2 processes, resumed at 1 vs 1 process throughout: largest weight difference {diff:.3g}")
+    assert diff <= TOLERANCE
