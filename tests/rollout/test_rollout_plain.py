@@ -209,8 +209,8 @@ def test_cut_at_eos():
 
 def test_registry():
     assert ENGINES["plain"] is PlainSampler
-    with pytest.raises(RlftError, match="unknown engine 'vllm'"):
-        build_sampler("vllm", None)
+    with pytest.raises(RlftError, match="unknown engine 'sglang'"):
+        build_sampler("sglang", None)
 
 
 @pytest.mark.parametrize("kind", ["llama", "seq2seq"])

@@ -18,7 +18,7 @@ from rlft.algorithms import ALGORITHMS, KlEstimator, KlMode, LossNorm, setting_r
 # validation, `rlft --help`, the docs and the modules that dispatch on them read these (``choices``).
 ModelKind = Literal["auto", "causal", "seq2seq"]
 Overlong = Literal["truncate", "reject"]
-Engine = Literal["plain"]                    # rlft.rollout.ENGINES maps each to its sampler
+Engine = Literal["plain", "vllm"]            # rlft.rollout.ENGINES maps each to its sampler
 CjkMode = Literal["auto", "always", "never"]
 FrequencyMode = Literal["sample", "loss"]
 Schedule = Literal["constant", "linear", "cosine"]
@@ -100,7 +100,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    engine: Engine = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders).")
+    engine: Engine = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders) or 'vllm' (GPU, decoder-only, the 'vllm' extra: vLLM samples, the policy's weights or its LoRA adapter are pushed to it after every update, the trainer re-scores the tokens and the difference is logged as engine_logprob_abs_diff/max_diff/bias; see docs/scaling.md).")
+    vllm_gpu_memory: float = doc(0.3, "rollout.engine=vllm: share of the GPU's memory vLLM may take (its gpu_memory_utilization); the trainer uses the rest.", range="(0, 1)")
     prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.", range="[1, inf)")
     group_size: int = doc(4, "G: completions sampled per prompt.", range="[1, inf)")
     max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.", range="[1, inf)")

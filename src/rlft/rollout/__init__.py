@@ -7,8 +7,9 @@ from typing import Any
 from rlft.errors import RlftError
 from rlft.rollout.base import Rollout, Sampler
 from rlft.rollout.plain import PlainSampler
+from rlft.rollout.vllm_engine import VLLMSampler  # imports vLLM only when one is built
 
-ENGINES: dict[str, Any] = {"plain": PlainSampler}
+ENGINES: dict[str, Any] = {"plain": PlainSampler, "vllm": VLLMSampler}
 
 
 def build_sampler(name: str, policy: Any, **kwargs: Any) -> Sampler:
@@ -19,4 +20,4 @@ def build_sampler(name: str, policy: Any, **kwargs: Any) -> Sampler:
     return ENGINES[name](policy, **kwargs)
 
 
-__all__ = ["ENGINES", "PlainSampler", "Rollout", "Sampler", "build_sampler"]
+__all__ = ["ENGINES", "PlainSampler", "Rollout", "Sampler", "VLLMSampler", "build_sampler"]

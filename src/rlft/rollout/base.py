@@ -24,6 +24,8 @@ class Rollout:
     truncated: torch.Tensor         # (N,) bool, reached max_new_tokens without EOS
     texts: list[str]                # N decoded completions (special tokens and padding removed)
     group_size: int                 # G
+    engine_logprobs: torch.Tensor | None = None  # (N, T) an engine's own log-probs when the trainer re-scored
+                                                 # the tokens into `logprobs` (vLLM); None: `logprobs` are the engine's
 
     @property
     def lengths(self) -> torch.Tensor:  # (N,)

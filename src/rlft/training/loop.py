@@ -231,6 +231,10 @@ def _train_row(config: Config, run: Run, scores: Scores, rollout: Any, batch: li
            "unique_prompts": len(set(idx.tolist())), **extra}
     if scores.greedy is not None:
         row["greedy_reward"] = scores.greedy.mean().item()
+    if getattr(rollout, "engine_logprobs", None) is not None:  # another engine sampled (vLLM): how far its log-probs are from ours
+        from rlft.rollout.vllm_engine import logprob_mismatch
+
+        row.update(logprob_mismatch(rollout.engine_logprobs, rollout.logprobs, rollout.completion_mask))
     row.update(rollout_monitors([ex.prompt for ex in batch for _ in range(G)], rollout.texts,
                                 [ex.references for ex in batch for _ in range(G)], scores.rewards,
                                 scores.result.components, language=config.eval.language, cjk=config.reward.cjk))

@@ -84,9 +84,10 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     def autocast():
         return autocast_context(device, precision)
 
+    engine_options = {"gpu_memory": config.rollout.vllm_gpu_memory} if config.rollout.engine == "vllm" else {}
     sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=max_prompt,
                             overlong=config.data.overlong, device=device,
-                            autocast=torch.bfloat16 if precision == "bf16" else None)
+                            autocast=torch.bfloat16 if precision == "bf16" else None, **engine_options)
     return Parts(config, device, precision, policy, splits, reward_fn, sampler, autocast, max_prompt, dist)
 
 
