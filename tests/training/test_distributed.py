@@ -79,6 +79,26 @@ def test_importing_rlft_does_not_import_accelerate_or_torch_distributed_state():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("name, kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("zero2", "DEEPSPEED"),
+                                        ("zero3", "DEEPSPEED")])
+def test_example_accelerate_configs_load_and_hold_what_rlft_needs(name, kind):
+    """accelerate reads each example; rlft's own autocast, and for DeepSpeed one micro-batch per
+    optimizer step and the clipping of optim.max_grad_norm's default (the DDP one also starts: below)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from rlft.config import OptimConfig
+
+    config = load_config_from_file(str(ROOT / "examples" / "accelerate" / f"{name}.yaml"))
+    assert str(config.distributed_type).endswith(kind) and config.mixed_precision == "no"
+    if kind == "DEEPSPEED":
+        ds = config.deepspeed_config
+        assert ds["zero_stage"] == int(name[-1]) and ds["gradient_accumulation_steps"] == 1
+        assert ds["gradient_clipping"] == OptimConfig().max_grad_norm
+    if kind == "FSDP":
+        fsdp = config.fsdp_config
+        assert fsdp["fsdp_reshard_after_forward"] is True and fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
 # ---------------------------------------------------------------------------------------------
 # Real runs: 2 gloo processes
 

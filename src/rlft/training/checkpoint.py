@@ -42,9 +42,12 @@ def _remove(path: Path) -> None:
     remove_dir(path, marker=COMPLETE)
 
 
-def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merged: bool = False) -> None:
+def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merged: bool = False,
+                state_dict: dict[str, torch.Tensor] | None = None) -> None:
     """``model.save_pretrained`` + the tokenizer. A LoRA ``PeftModel`` saves its adapter alone, or with
-    ``merged`` the base model with the adapter merged in (plus the adapter in ``adapter/``)."""
+    ``merged`` the base model with the adapter merged in (plus the adapter in ``adapter/``).
+    ``state_dict``: the weights to write instead of the model's own (gathered from an FSDP/DeepSpeed
+    engine's shards)."""
     from transformers.utils import logging as hf_logging
 
     from rlft.models.loading import restore_dropout_in_saved_config
@@ -58,7 +61,7 @@ def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merg
         if merged and is_adapter(model):
             save_merged(model, directory)
         else:
-            model.save_pretrained(directory, safe_serialization=True)
+            model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -153,14 +156,14 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model: torch.nn.Module, t
 
 
 def export_final(run_dir: str | Path, model: torch.nn.Module, tokenizer: Any, *, name: str = "final",
-                 value_head: torch.nn.Module | None = None) -> Path:
+                 value_head: torch.nn.Module | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write model + tokenizer to ``run_dir/{name}/`` atomically (a plain ``from_pretrained`` directory;
     for a LoRA adapter the merged model, with the adapter alone in ``{name}/adapter/``; PPO's value
     head in ``{name}/value_head.safetensors``, which ``from_pretrained`` leaves alone)."""
     from rlft.models.value_head import save_value_head
 
     def write(d: Path) -> None:
-        _save_model(model, tokenizer, d, merged=True)
+        _save_model(model, tokenizer, d, merged=True, state_dict=state_dict)
         if value_head is not None:
             save_value_head(value_head, d)
 

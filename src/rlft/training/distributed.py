@@ -126,6 +126,10 @@ class Dist:
         """FSDP or DeepSpeed: the engine owns the parameters, gradients and optimizer state."""
         return self.accelerator is not None and str(self.accelerator.distributed_type).endswith(("FSDP", "DEEPSPEED"))
 
+    @property
+    def deepspeed(self) -> bool:
+        return self.sharded and str(self.accelerator.distributed_type).endswith("DEEPSPEED")
+
     def prepare(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """Hand the model and its optimizer to a sharded engine (FSDP/DeepSpeed), or, for plain data
         parallelism, start every rank from rank 0's weights; returns the optimizer to step. The
@@ -177,6 +181,13 @@ class Dist:
             flat.div_(self.world)
             for g, part in zip(same, flat.split([g.numel() for g in same])):
                 g.copy_(part.view_as(g))
+
+    def full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+        """Under a sharded engine, the whole weights gathered from the shards (every rank must call
+        it; rank 0 gets them); None otherwise, where the model holds them already."""
+        if not self.sharded or id(model) not in self._wrapped:
+            return None
+        return self.accelerator.get_state_dict(self._wrapped[id(model)])
 
     # -- data ------------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator, TypeVar
 import torch
 
 from rlft.config import Config
+from rlft.errors import RlftError
 from rlft.rundir import jsonable
 from rlft.training.distributed import Dist
 
@@ -69,6 +70,12 @@ class Run:
         self.value_head = value_head  # PPO's critic: optimized with the model, saved in checkpoints and final/
         # Many processes: the model goes to the engine (DDP/FSDP/DeepSpeed), rank 0 alone writes.
         self.dist = getattr(parts, "dist", None) or Dist()
+        if self.dist.sharded and (self.policy.adapter is not None or value_head is not None):
+            raise RlftError("FSDP/DeepSpeed: LoRA adapters and PPO's value head are not supported under a sharded "
+                            "engine; use the DDP config (examples/accelerate/ddp.yaml), see docs/scaling.md")
+        if self.dist.deepspeed and config.optim.grad_accum != 1:  # DeepSpeed steps inside its backward
+            raise RlftError(f"DeepSpeed: set optim.grad_accum=1 (got {config.optim.grad_accum}); its "
+                            "gradient_accumulation_steps must be 1 as well, see examples/accelerate/zero2.yaml")
         optimizer = build_optimizer(with_value_head(self.model, value_head), config.optim)
         self.scheduler = build_scheduler(optimizer, config.optim, total_steps)
         self.optimizer = self.dist.prepare(self.model, optimizer)
@@ -84,6 +91,9 @@ class Run:
         from rlft.training.setup import config_dict
 
         run = self.config.run
+        if run.resume and self.dist.sharded:
+            raise RlftError("run.resume: checkpoints are not written under FSDP/DeepSpeed (their optimizer state "
+                            "is sharded); resume works under DDP and on one process, see docs/scaling.md")
         self.generators, self.stateful = generators, dict(stateful or {})
         if self.value_head is not None:
             self.stateful["value_head"] = self.value_head
@@ -153,8 +163,8 @@ class Run:
         from rlft.training.checkpoint import prune_checkpoints, save_checkpoint
 
         run = self.config.run
-        if not (run.save_every and step % run.save_every == 0 or step == self.total or force):
-            return
+        if not (run.save_every and step % run.save_every == 0 or step == self.total or force) or self.dist.sharded:
+            return  # a sharded engine's optimizer state is split over the ranks: final/ only (docs/scaling.md)
         saved: dict[str, Any] = {"state": jsonable(state, allow_nan=True), "generators": self.generators}
         if self.stateful:
             saved["extra"] = {name: obj.state_dict() for name, obj in self.stateful.items()}
@@ -169,9 +179,10 @@ class Run:
         the value head beside the model files when there is one."""
         from rlft.training.checkpoint import export_final
 
+        weights = self.dist.full_state_dict(self.model)  # FSDP/DeepSpeed: gathered on every rank's call
         if self.dist.is_main:
             export_final(self.run_dir, self.policy.trainable, self.policy.tokenizer, name=name,
-                         value_head=self.value_head)
+                         value_head=self.value_head, state_dict=weights)
         self.dist.barrier()
         return self.run_dir / name
 
