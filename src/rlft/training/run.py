@@ -70,9 +70,11 @@ class Run:
         self.value_head = value_head  # PPO's critic: optimized with the model, saved in checkpoints and final/
         # Many processes: the model goes to the engine (DDP/FSDP/DeepSpeed), rank 0 alone writes.
         self.dist = getattr(parts, "dist", None) or Dist()
-        if self.dist.sharded and (self.policy.adapter is not None or value_head is not None):
-            raise RlftError("FSDP/DeepSpeed: LoRA adapters and PPO's value head are not supported under a sharded "
-                            "engine; use the DDP config (examples/accelerate/ddp.yaml), see docs/scaling.md")
+        if self.dist.sharded and (self.policy.adapter is not None or value_head is not None
+                                  or name == "rl" and config.algo.kl_coef > 0):
+            raise RlftError("FSDP/DeepSpeed: LoRA adapters, PPO's value head and the KL reference (a full copy of "
+                            "the model; algo.kl_coef > 0) are not supported under a sharded engine; use the DDP "
+                            "config (examples/accelerate/ddp.yaml) or algo.kl_coef=0, see docs/scaling.md")
         if self.dist.deepspeed and config.optim.grad_accum != 1:  # DeepSpeed steps inside its backward
             raise RlftError(f"DeepSpeed: set optim.grad_accum=1 (got {config.optim.grad_accum}); its "
                             "gradient_accumulation_steps must be 1 as well, see examples/accelerate/zero2.yaml")
