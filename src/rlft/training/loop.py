@@ -272,12 +272,13 @@ def _validate(run: Run, step: int, reference: Any, watch: Any, traffic: TrafficP
     ev = run.evaluate(step, reference=reference)
     flags = watch.update(ev.metric)
     run.logger.log(step, "validation", {**log_summary(ev), **flags})
-    if flags["reward_metric_divergence"]:
+    if flags["reward_metric_divergence"] and run.dist.is_main:
         print(watch.message(ev.metric_name))
     for s in ev.samples:
         run.logger.log_text(step, "samples", f"{s['prompt']}\n-> {s['output']}\n(ref: {s['reference']})")
     # The rare prompts: the training tail and prompts unseen in training (a held-out split's are all unseen).
     decision = traffic.guard_tail(ev.strata.get("rare"))
-    if decision is not None and decision.message:
+    if decision is not None and decision.message:  # every rank's guard acts alike: the gathered result is the same
         run.logger.log(step, "validation", {"tail_guard_multiplier": decision.multiplier})
-        print(decision.message)
+        if run.dist.is_main:
+            print(decision.message)

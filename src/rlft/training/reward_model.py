@@ -214,6 +214,8 @@ def _held_out(rm: Any, splits: dict[str, list[Pair]], config: Config, run: Run, 
     from rlft.eval.preference import calibration_text
     from rlft.rundir import eval_path, jsonable
 
+    if not run.dist.is_main:  # many processes: rank 0 scores and writes, the others wait at the export
+        return
     for split in ("validation", "test"):
         if not splits.get(split) or not any(not p.tie for p in splits[split]):
             continue
