@@ -24,6 +24,7 @@ Data parallelism, the same update as one process at the same global batch:
 from __future__ import annotations
 
 import functools
+import math
 import os
 from typing import Any
 
@@ -219,13 +220,13 @@ class Dist:
         lengths (tokens) is padded with zeros to the longest.  # (world * n, ...)"""
         if self.world == 1:
             return tensor
-        tensor = tensor.to(self.device)
+        home, tensor = tensor.device, tensor.to(self.device)
         if tensor.ndim > 1:
             width = self.max(tensor.shape[1])
             tensor = torch.nn.functional.pad(tensor, (0, 0) * (tensor.ndim - 2) + (0, width - tensor.shape[1]))
         parts = [torch.empty_like(tensor) for _ in range(self.world)]
         torch.distributed.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts).cpu()
+        return torch.cat(parts).to(home)
 
     def mine(self, gathered: torch.Tensor, n: int) -> torch.Tensor:
         """This rank's rows (``n`` of them) of a tensor made by :meth:`gather`."""
@@ -248,14 +249,19 @@ class Dist:
 
     def mean_metrics(self, row: dict[str, Any]) -> dict[str, Any]:
         """Each number of ``row`` averaged over ranks (equal shares: the mean of the rank means is
-        the global mean); ``*_time`` entries take the slowest rank's; other values stay."""
+        the global mean), ``*_time`` entries the slowest rank's, in two all-reduces; None counts as
+        NaN; text stays. Every rank must pass the same keys (the same config gives them)."""
         if self.world == 1:
             return row
-        keys = sorted(k for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
-        out = dict(row)
-        for k in keys:
-            out[k] = self.max(float(row[k])) if k.endswith("_time") else self.sum(float(row[k])) / self.world
-        return out
+        keys = [k for k, v in row.items() if v is None or isinstance(v, (int, float)) and not isinstance(v, bool)]
+        values = torch.tensor([math.nan if row[k] is None else float(row[k]) for k in keys],
+                              dtype=torch.float64, device=self.device)
+        times = torch.tensor([k.endswith("_time") for k in keys], device=self.device)
+        total, slowest = values.clone(), values.clone()
+        torch.distributed.all_reduce(total)
+        torch.distributed.all_reduce(slowest, op=torch.distributed.ReduceOp.MAX)
+        merged = torch.where(times, slowest, total / self.world).tolist()
+        return {**row, **dict(zip(keys, merged))}
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj``, in rank order (pickled through torch.distributed)."""
