@@ -18,6 +18,7 @@ from benchmarks.throughput import flops, inputs, report
 from benchmarks.worker import peak_rss_mb, run_worker
 
 MODULE = "benchmarks.throughput"
+LORA_R = 16   # the LoRA rows' rank (alpha 32, no dropout), the same for both systems
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,6 +37,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per run")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     ap.add_argument("--bf16-models", default="gpt2-10m", help="models that also get the bf16 rows")
+    ap.add_argument("--lora-models", default="",
+                    help="models that also get LoRA rows (rank 16 on the attention and MLP projections; TRL through "
+                         "its peft integration), e.g. smollm2-135m")
+    ap.add_argument("--max-load", type=float, default=None,
+                    help="refuse to start when the 1-minute load average is above this (default: 0.75 per core, "
+                         "1.5 on 2 cores): timings on a busy machine are not comparable")
+    ap.add_argument("--allow-busy", action="store_true",
+                    help="run anyway above --max-load; the results are then marked BUSY in both files")
     ap.add_argument("--slow-steps", type=int, default=1,
                     help="timed steps (no warm-up) of TRL bf16 on a CPU without bf16 instructions (~10x slower)")
     ap.add_argument("--slow-algos", default="grpo", help="algorithms that get those slow TRL bf16 runs")
@@ -64,7 +73,7 @@ def worker(spec: dict) -> dict:
 def measure(args: argparse.Namespace, native_bf16: bool) -> tuple[list[dict], dict]:
     """Every (model, algorithm, precision, system) run, the systems of one model and algorithm
     alternating; returns the runs' records and the matmul peak measured before them."""
-    bf16_models = set(args.bf16_models.split(","))
+    bf16_models, lora_models = set(args.bf16_models.split(",")), set(filter(None, args.lora_models.split(",")))
     precisions, systems = args.precisions.split(","), args.systems.split(",")
     with tempfile.TemporaryDirectory(prefix="rlft-throughput-") as tmp:
         work = Path(tmp)
@@ -75,8 +84,10 @@ def measure(args: argparse.Namespace, native_bf16: bool) -> tuple[list[dict], di
         for model, model_dir in dirs.items():
             plen = inputs.prompt_tokens(model_dir, work)
             for algo in args.algos.split(","):
-                runs = [(s, p) for p in precisions for s in systems if p == "fp32" or model in bf16_models]
-                for system, precision in runs:
+                tunings = ["full", "lora"] if model in lora_models else ["full"]
+                runs = [(s, p, tuning) for tuning in tunings for p in precisions for s in systems
+                        if p == "fp32" or model in bf16_models]
+                for system, precision, tuning in runs:
                     slow = system == "trl" and precision == "bf16" and not native_bf16
                     if slow and algo not in args.slow_algos.split(","):
                         continue
@@ -84,13 +95,45 @@ def measure(args: argparse.Namespace, native_bf16: bool) -> tuple[list[dict], di
                             "precision": precision, "threads": args.threads, "b": args.prompts, "g": args.group,
                             "t": args.new_tokens, "kl": args.kl, "lr": 1e-5,
                             "steps": args.slow_steps if slow else args.steps, "warmup": 0 if slow else args.warmup,
-                            "work": str(work), "key": f"{model}-{algo}-{precision}-{system}"}
+                            "work": str(work), "tuning": tuning, "lora_r": LORA_R if tuning == "lora" else 0,
+                            "key": f"{model}-{algo}-{precision}-{system}" + ("-lora" if tuning == "lora" else "")}
+                    load = os.getloadavg()[0]
                     raw = run_worker(MODULE, spec, threads=args.threads, label=spec["key"], timeout=args.timeout)
                     r = flops.summarize(spec, raw, peak, plen)
+                    r["loadavg_start"] = load
                     results.append(r)
                     print(f"{spec['key']}: {r['s_per_step']:.3f} s/step, {r['tokens_per_s']:.0f} tok/s, "
                           f"RSS {r['peak_rss_mb']:.0f} MB, MFU {100 * r['mfu']:.0f}%", flush=True)
     return results, peak
+
+
+def max_load(args: argparse.Namespace) -> float:
+    """The highest 1-minute load average a run may start at: ``--max-load``, else 0.75 per core."""
+    return args.max_load if args.max_load is not None else 0.75 * (os.cpu_count() or 1)
+
+
+def check_load(machine: dict, args: argparse.Namespace) -> bool:
+    """Refuse a run that starts on a busy machine (another process on the cores makes every time, and
+    the ratios between systems, unreliable); with ``--allow-busy`` run it and return True (marked)."""
+    load, limit = (machine.get("load_average") or [0.0])[0], max_load(args)
+    if load <= limit:
+        return False
+    message = (f"the 1-minute load average is {load:.2f}, above {limit:.2f} for {machine['cores']} cores: "
+               "another process is using the CPU")
+    if not args.allow_busy:
+        raise SystemExit(f"{MODULE}: refusing to measure: {message}. Wait for an idle machine, or pass "
+                         "--allow-busy to run anyway (the results are then marked BUSY).")
+    print(f"WARNING: {message}; the results will be marked BUSY", file=sys.stderr, flush=True)
+    return True
+
+
+def cpu_flags() -> list[str]:
+    """The CPU flags that decide matmul speed here (bf16 and AMX instructions, AVX-512), as present."""
+    from rlft.training.runtime import cpu_info
+
+    flags = cpu_info()[1]
+    return sorted(f for f in flags if f in {"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile",
+                                            "amx_int8", "avx2", "fma"})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,11 +146,13 @@ def main(argv: list[str] | None = None) -> None:
     import transformers
 
     from rlft.models.bf16_emulation import native_cpu_bf16
-    from rlft.training.runtime import cpu_info
+    from rlft.training.runtime import cpu_info, machine_facts
 
     from benchmarks.throughput.trl_side import trl_version
 
     native_bf16 = native_cpu_bf16()
+    machine = machine_facts()
+    busy = check_load(machine, args)
     t_start, load_start = time.perf_counter(), os.getloadavg()
     results, peak = measure(args, native_bf16)
     report.speedups(results)
@@ -118,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             "steps": args.steps, "warmup": args.warmup, "peak": peak, "note": args.note,
             "native_cpu_bf16": native_bf16, "slow_steps": args.slow_steps,
             "wall_s": time.perf_counter() - t_start, "python": platform.python_version(),
-            "loadavg_start": load_start, "loadavg_end": os.getloadavg()}
+            "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "machine": machine,
+            "cpu_flags": cpu_flags(), "max_load": max_load(args), "busy": busy, "lora_r": LORA_R}
     print(report.write(Path(args.out), results, meta))
 
 

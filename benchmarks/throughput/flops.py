@@ -20,9 +20,11 @@ def model_shape(model) -> dict[str, int]:
 
 
 def step_flops(shape: dict, b: int, g: int, prompt_len: float, completion_len: float, kl: bool, *,
-               shared_prompts: bool = False) -> float:
+               shared_prompts: bool = False, lora: bool = False) -> float:
     """FLOPs of one step: forward is 2 per matmul parameter per token plus 4*width per attended
-    (query, key) pair per layer, backward twice the forward; the LM head only where logits are used.
+    (query, key) pair per layer, backward twice the forward (``lora``: once, the input gradients
+    only, as the frozen weights get none; the rank-16 adapters' own FLOPs are left out, under 2%);
+    the LM head only where logits are used.
 
     ``shared_prompts=False`` is the model-FLOPs count (every one of the B*G sequences runs its own
     prompt in the prefill, the reference pass and the update), the same for every system.
@@ -42,7 +44,7 @@ def step_flops(shape: dict, b: int, g: int, prompt_len: float, completion_len: f
     prefill = prompt_pass + forward(0, 0, prompts)
     decode = completion_pass
     scored = prompt_pass + completion_pass + forward(0, 0, n)   # logits at the T completion positions
-    return prefill + decode + (scored if kl else 0.0) + 3 * scored
+    return prefill + decode + (scored if kl else 0.0) + (2 if lora else 3) * scored
 
 
 def measure_peak(threads: int) -> dict[str, dict]:
@@ -84,11 +86,13 @@ def summarize(spec: dict, raw: dict, peak: dict, prompt_len: float) -> dict:
     n = spec["b"] * spec["g"]
     step = statistics.median(times)
     mean_len = statistics.mean(lengths) if lengths else float(spec["t"])
-    flops = step_flops(raw["shape"], spec["b"], spec["g"], prompt_len, mean_len, spec["kl"] > 0)
+    lora = spec.get("tuning") == "lora"
+    flops = step_flops(raw["shape"], spec["b"], spec["g"], prompt_len, mean_len, spec["kl"] > 0, lora=lora)
     executed = step_flops(raw["shape"], spec["b"], spec["g"], prompt_len, mean_len, spec["kl"] > 0,
-                          shared_prompts=spec["system"] == "rlft")
+                          shared_prompts=spec["system"] == "rlft", lora=lora)
     dtype = "bfloat16" if spec["precision"] == "bf16" else "float32"
     out = {k: spec[k] for k in ("system", "model", "algo", "precision", "threads", "b", "g", "t", "kl")}
+    out["tuning"] = spec.get("tuning", "full")
     cpu = [c for c in raw["cpu_times"][warm:] if c == c] or [float("nan")]
     out.update(s_per_step=step, steps_per_s=1 / step, step_times=times, completions_per_s=n / step,
                cpu_s_per_step=statistics.median(cpu), cpu_times=cpu,

@@ -1,5 +1,7 @@
 """The inputs every system shares: the prompt pool and the model directories, built once under
-the scratch directory and loaded by every run."""
+the scratch directory and loaded by every run. A model is one of ``GPT2_SIZES`` (random weights,
+the pool's tokenizer), ``rlft-base``, or a model rlft obtains offline by name (``rlft models``:
+``smollm2-135m``, the real SmolLM2-135M-Instruct, loaded from its cached checkpoint)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ GPT2_SIZES = {"gpt2-10m": dict(n_embd=256, n_layer=10, n_head=4), "gpt2-30m": di
 
 def prepare(work: Path, models: list[str], pool: int) -> dict[str, str]:
     """Write the prompt pool and every model directory under ``work``; returns name -> directory."""
+    from rlft.models import registry
     from rlft.models.loading import BUNDLED_DIR, BUNDLED_NAME
 
     rows = _prompt_rows(pool)
@@ -41,6 +44,9 @@ def prepare(work: Path, models: list[str], pool: int) -> dict[str, str]:
                 dirs[name] = str(BUNDLED_DIR)
             else:
                 print(f"skipping rlft-base: {BUNDLED_DIR} is not built", file=sys.stderr)
+            continue
+        if registry.known(name):  # a real model rlft obtains offline (smollm2-135m): its cached checkpoint
+            dirs[name] = str(registry.resolve(name))
             continue
         dirs[name] = str(_gpt2(work / name, tokenizer, GPT2_SIZES[name]))
     return dirs

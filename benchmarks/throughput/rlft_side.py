@@ -28,6 +28,8 @@ def worker_rlft(spec: dict) -> dict:
         "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
         "run.device": "cpu", "run.precision": spec["precision"], "run.threads": spec["threads"],
         "run.seed": 0, "eval.max_examples": 0}
+    if spec.get("tuning") == "lora":  # the same adapter as TRL's peft_config (trl_side)
+        flat.update({"lora.r": spec["lora_r"], "lora.alpha": 2.0 * spec["lora_r"], "lora.dropout": 0.0})
     config = load_config(None, base=flat)
     # CPU seconds per step, read when the loop logs each step (the loop itself is untouched): on a
     # shared machine they do not count the time other processes hold the core.

@@ -1,5 +1,5 @@
 """TRL's side: one run of ``GRPOTrainer`` or ``RLOOTrainer`` on the shared inputs, in the worker
-process, timed by a callback. TRL is a benchmark-only dependency (``pip install trl==1.16.0``)."""
+process, timed by a callback; LoRA rows pass a peft ``LoraConfig`` (TRL's peft integration). TRL is a benchmark-only dependency (``pip install trl==1.16.0``)."""
 
 from __future__ import annotations
 
@@ -55,11 +55,24 @@ def worker_trl(spec: dict) -> dict:
     tokenizer.padding_side = "left"
     timer = Timer()
     trainer = Trainer(model=model, reward_funcs=chrf, args=args, train_dataset=dataset,
-                      processing_class=tokenizer, callbacks=[timer])
+                      processing_class=tokenizer, callbacks=[timer], peft_config=_peft_config(spec, model))
     t0 = time.perf_counter()
     trainer.train()
     return {"step_times": timer.times, "cpu_times": timer.cpu, "lengths": timer.lengths,
             "wall": time.perf_counter() - t0}
+
+
+def _peft_config(spec: dict, model):
+    """TRL's LoRA (its peft integration) for a LoRA row, on the modules rlft's lora.target_modules=auto
+    picks, with rlft's rank, alpha and dropout; None for full fine-tuning."""
+    if spec.get("tuning") != "lora":
+        return None
+    from peft import LoraConfig
+
+    from rlft.models.lora import target_modules
+
+    return LoraConfig(r=spec["lora_r"], lora_alpha=2.0 * spec["lora_r"], lora_dropout=0.0,
+                      target_modules=target_modules(model, "auto"), task_type="CAUSAL_LM")
 
 
 def trl_version() -> str:
