@@ -35,14 +35,17 @@ def evaluate_model(config: Config, *, split: str | None = None, tag: str = "eval
         raise RlftError(f"config: eval.split: unknown split '{split}' (have: {', '.join(parts.splits)})")
     examples = parts.splits[split][:max_examples]
     reference = _starting_model(parts, ref) if with_kl else None
-    result = evaluate(parts, examples, reference=reference, tag=tag, split=split)
-    write_eval(Path(parts.config.run.output_dir), result)
+    # Launched on many processes: each decodes its share of the batches; rank 0 writes.
+    result = evaluate(parts, examples, reference=reference, tag=tag, split=split, dist=parts.dist)
+    if parts.dist.is_main:
+        write_eval(Path(parts.config.run.output_dir), result)
     if parts.config.eval.replay:  # new requests come from the evaluated split: held out from training
         from rlft.eval.replay import evaluate_replay, replay_for
 
         sample = replay_for(parts, parts.config.eval.replay, held_out=split)
         replay = evaluate_replay(parts, sample, tag=f"{tag}-replay", reference=reference)
-        write_eval(Path(parts.config.run.output_dir), replay)
+        if parts.dist.is_main:
+            write_eval(Path(parts.config.run.output_dir), replay)
         result = dataclasses.replace(result, replay_eval=replay)
     return result
 

@@ -139,6 +139,10 @@ def _cmd_eval(ns: argparse.Namespace) -> int:
         raise RlftError(f"--max-examples must be >= 1, got {ns.max_examples}")
     result = evaluate_model(config, tag=ns.tag, with_kl=ns.kl or ns.ref is not None, ref=ns.ref,
                             max_examples=ns.max_examples)
+    from rlft.training.distributed import is_main_process
+
+    if not is_main_process():  # launched on many processes: rank 0 reports
+        return 0
     rows = [("split", result.split), ("examples", result.n), (result.metric_name, result.metric),
             (result.second_metric_name, result.second_metric), ("reward", result.reward),
             ("kl", result.kl), ("length", result.length), ("truncation_rate", result.truncation_rate)]

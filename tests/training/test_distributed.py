@@ -190,6 +190,30 @@ def test_two_processes_under_the_example_ddp_config_update_as_one_process(tmp_pa
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == sorted(p.name for p in (one / "checkpoints").iterdir())
 
 
+def test_rlft_eval_on_two_processes_writes_the_one_process_result(tmp_path, tiny_causal_dir, tiny_dataset):
+    """`rlft eval` sharded by batch over 2 processes: the same outputs, per-example scores, KL and
+    bucketed tables as 1 process, written once."""
+    from rlft.api import evaluate_model
+    from rlft.config import load_config
+    from tests.tiny import tiny_causal
+
+    ref = str(tiny_causal(tmp_path / "ref", seed=1))  # another model: a KL that is not 0
+
+    def args(out):  # the training split: prompts in every traffic bucket
+        return tiny_overrides(tiny_causal_dir, tiny_dataset, out, **{"eval.split": "train", "eval.batch_size": 3,
+                                                                     "run.threads": 1})
+
+    evaluate_model(load_config(None, args(tmp_path / "one")), tag="t", with_kl=True, ref=ref, max_examples=10)
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+          "-m", "rlft", "eval", *args(tmp_path / "two"), "--tag", "t", "--ref", ref, "--max-examples", "10"], _env())
+    one, two = (json.loads((tmp_path / run / "eval" / "t.json").read_text()) for run in ("one", "two"))
+    assert one.keys() == two.keys() and len(one["outputs"]) == 10  # 4 batches of 3, 3, 3, 1 over 2 ranks
+    assert one["kl"] > 0.01 and {"head", "torso"} <= set(one["buckets"]) and one["torso"] is not None
+    for key in one:
+        if key not in ("time", "tag"):
+            assert two[key] == pytest.approx(one[key], abs=1e-6) if isinstance(one[key], float) else two[key] == one[key], key
+
+
 def _pairs(path: Path) -> Path:
     """Preference pairs: the chosen completion ends in 'hello', the rejected one does not; some ties."""
     from tests.conftest import WORDS, write_jsonl
