@@ -135,7 +135,7 @@ class VLLMSampler:
         self.plain = PlainSampler(policy, max_prompt_tokens=max_prompt_tokens, overlong=overlong, device=device,
                                   autocast=autocast)
         self.policy, self.device = policy, self.plain.device
-        self.engine = engine if engine is not None else VLLMEngine(policy, gpu_memory=gpu_memory)
+        self.engine = engine if engine is not None else VLLMEngine(policy, gpu_memory=gpu_memory, device=self.device)
         self.sync = WeightSync(policy)
 
     def sample(self, prompts: list[str], group_size: int, *, temperature: float = 1.0, top_p: float = 1.0,
@@ -183,8 +183,10 @@ class VLLMEngine:
     (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so pushed weights are not pickled. One GPU per engine
     (no tensor parallelism): with many processes each rank has its own. Not run without a GPU."""
 
-    def __init__(self, policy: Any, *, gpu_memory: float) -> None:
+    def __init__(self, policy: Any, *, gpu_memory: float, device: torch.device) -> None:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the engine core in this process
+        if device.type == "cuda":  # many processes: each rank's engine on that rank's GPU
+            torch.cuda.set_device(device)
         try:
             from vllm import LLM
         except ImportError:
