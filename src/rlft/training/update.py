@@ -53,6 +53,7 @@ class UpdateSettings:
     def from_config(cls, config: Config, parts: Any, *, clip: bool) -> UpdateSettings:
         """The settings of a run; ``parts`` (``rlft.training.setup.Parts``) gives the model kind, autocast
         and the processes."""
+        parts.dist.share(config.rollout.prompts_per_step, config.algo.minibatches)  # B must split: said before step 1
         return cls(config.algo, clip, config.optim.grad_accum, config.optim.max_grad_norm,
                    config.rollout.temperature, parts.policy.is_seq2seq, parts.autocast, parts.dist)
 
