@@ -236,6 +236,8 @@ def _loop_case(loop: str, model: Path, data: dict[str, str], tmp: Path, out: Pat
     if loop == "ppo":  # per-token advantages: values, KL and masks gathered, whitened over the global batch
         return ["train", *_overrides(model, data, out, **{"algo.name": "ppo", "algo.updates_per_batch": 2,
                                                           "run.eval_every": 0})], train
+    if loop == "lora":  # only the adapter trains; final/ is the merged model
+        return ["train", *_overrides(model, data, out, **{"lora.r": 4, "run.eval_every": 0})], train
     if loop == "sft":
         return ["sft", *tiny_overrides(model, data, out, **{"sft.batch_size": 4, "optim.lr": 1e-2, "run.threads": 1,
                                                             "optim.grad_accum": 2})], sft
@@ -248,10 +250,10 @@ def _loop_case(loop: str, model: Path, data: dict[str, str], tmp: Path, out: Pat
     return ["rm", "train", *args], train_reward_model
 
 
-@pytest.mark.parametrize("loop", ["ppo", "sft", "rm"])
+@pytest.mark.parametrize("loop", ["ppo", "lora", "sft", "rm"])
 def test_two_processes_match_one_in_every_loop(tmp_path, tiny_causal_dir, tiny_dataset, loop):
-    """PPO (per-token advantages), SFT and reward-model training: 2 torchrun processes end with the
-    weights of 1 process (and PPO's value head, the reward model's scalar head)."""
+    """PPO (per-token advantages), LoRA, SFT and reward-model training: 2 torchrun processes
+    end with the weights of 1 process (and PPO's value head, the reward model's scalar head)."""
     from rlft.config import load_config
 
     words, fn = _loop_case(loop, tiny_causal_dir, tiny_dataset, tmp_path, tmp_path / "two")
