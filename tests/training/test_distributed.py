@@ -273,33 +273,43 @@ def test_two_processes_match_one_in_every_loop(tmp_path, tiny_causal_dir, tiny_d
         assert _max_diff(*heads) <= TOLERANCE and float(heads[0]["linear.weight"].abs().max()) > 0
 
 
-def test_a_run_killed_at_two_processes_resumes_at_one(tmp_path, tiny_causal_dir, tiny_dataset):
-    """torchrun, 2 processes, killed after a checkpoint of step 2 or 3; resumed by one process, it ends
-    where an uninterrupted one-process run ends."""
+def _launch(processes: int, words: list[str]) -> list[str]:
+    """The command that runs ``rlft WORDS`` on ``processes`` processes (torchrun), or plainly on one."""
+    if processes == 1:
+        return [sys.executable, "-m", "rlft", *words]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
+            str(_free_port()), "-m", "rlft", *words]
+
+
+@pytest.mark.parametrize("killed_at, resumed_at", [(2, 1), (1, 2)])
+def test_a_run_killed_at_n_processes_resumes_at_m(tmp_path, tiny_causal_dir, tiny_dataset, killed_at, resumed_at):
+    """A run SIGKILLed after a checkpoint of step 2 or 3 on N processes, resumed on M, ends where an
+    uninterrupted one-process run ends."""
     from rlft.config import load_config
     from rlft.training.loop import train
 
     run_dir = tmp_path / "run"
     args = _overrides(tiny_causal_dir, tiny_dataset, run_dir, **{"run.steps": 4, "run.eval_every": 0})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), "-m", "rlft", "train", *args]
     log = tmp_path / "stderr.txt"
     with log.open("w") as err:
-        proc = subprocess.Popen(cmd, env=_env(pause=1.0), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(_launch(killed_at, ["train", *args]), env=_env(pause=1.0), cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         deadline = time.monotonic() + 240
         while not _checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every rank
         proc.wait(timeout=60)
     steps = _checkpoints(run_dir)
     assert steps and steps[-1] < 4 and not (run_dir / "final").exists(), log.read_text()[-4000:]  # killed mid-run
-    resumed = train(load_config(None, [*args, "run.resume=true"]))
-    assert resumed.step == 4 and [r["step"] for r in _rows(run_dir, "train")] == [1, 2, 3, 4]
+    if resumed_at == 1:
+        assert train(load_config(None, [*args, "run.resume=true"])).step == 4
+    else:
+        _run(_launch(resumed_at, ["train", *args, "run.resume=true"]), _env())
+    assert [r["step"] for r in _rows(run_dir, "train")] == [1, 2, 3, 4]
     alone = train(load_config(None, _overrides(tiny_causal_dir, tiny_dataset, tmp_path / "alone",
                                                **{"run.steps": 4, "run.eval_every": 0})))
     resumed_w, alone_w = _weights(run_dir / "final"), _weights(alone.run_dir / "final")
     diff, rel = _max_diff(resumed_w, alone_w), _relative(_weights(tiny_causal_dir), alone_w, resumed_w)
-    print(f"killed at 2 processes, resumed at 1 vs 1 process throughout: largest weight difference {diff:.3g}, "
-          f"relative {rel:.3g}")
+    print(f"killed at {killed_at}, resumed at {resumed_at} vs 1 process throughout: largest weight difference "
+          f"{diff:.3g}, relative {rel:.3g}")
     assert diff <= TOLERANCE and rel <= RELATIVE
