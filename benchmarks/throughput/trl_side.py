@@ -1,5 +1,6 @@
 """TRL's side: one run of ``GRPOTrainer`` or ``RLOOTrainer`` on the shared inputs, in the worker
-process, timed by a callback; LoRA rows pass a peft ``LoraConfig`` (TRL's peft integration). TRL is a benchmark-only dependency (``pip install trl==1.16.0``)."""
+process, timed by a callback; LoRA rows pass a peft ``LoraConfig`` (TRL's peft integration). TRL
+is a benchmark-only dependency (``pip install trl==1.16.0``)."""
 
 from __future__ import annotations
 
