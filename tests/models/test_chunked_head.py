@@ -91,11 +91,29 @@ def test_head_logprobs_under_bf16_autocast_match_the_plain_bf16_graph():
     assert (chunked[0] - plain[0]).abs().max() < (fp32[0] - plain[0]).abs().max()
 
 
-def test_head_logprobs_skip_the_frozen_weight_and_missing_bias():
+@pytest.mark.parametrize("temperature, with_entropy", [(1.0, False), (0.7, True)])
+def test_a_frozen_head_gets_its_input_gradient_from_the_forward(temperature, with_entropy, monkeypatch):
+    # LoRA: the head's weight is frozen, only d/dhidden is needed; the forward prepares it and the
+    # backward recomputes no logits
     h, head, ids, weights = _case(bias=False)
     head.weight.requires_grad_(False)
-    lp, _, grads = _grads(lambda x: chunked_head.head_logprobs(x, head, ids), h, head, weights, False)
-    assert grads[1] is None and grads[0].abs().sum() > 0
+    plain = _grads(lambda x: token_logprobs(head(x).float() / temperature, ids, with_entropy), h, head, weights,
+                   with_entropy)
+    linear_calls = []
+    real_linear = F.linear
+    monkeypatch.setattr(chunked_head.F, "linear", lambda *a, **k: linear_calls.append(1) or real_linear(*a, **k))
+
+    def chunked(x):
+        out = chunked_head.head_logprobs(x, head, ids, temperature=temperature, with_entropy=with_entropy,
+                                         chunk_logits=5 * 301)
+        linear_calls.clear()   # count the backward's only
+        return out
+
+    got = _grads(chunked, h, head, weights, with_entropy)
+    assert linear_calls == [], "the backward recomputed logits"
+    assert got[2][1] is None and plain[2][1] is None
+    torch.testing.assert_close(got[0], plain[0], atol=1e-5, rtol=0)
+    _close_grads(got[2][:1], plain[2][:1], 2e-5)
 
 
 # -- inside completion_logprobs, on real transformers models --------------------------------------
