@@ -2,8 +2,9 @@
 full logits, and completion_logprobs through transformers' own head (the path it replaces).
 
 Tolerances: fp32 values 1e-5 absolute, gradients 2e-5 relative (float summation order only).
-bf16 autocast (full and LoRA): values within 2e-2 and gradients within 2e-2 (head) and 3e-2 (model) relative of the plain bf16 graph
-(both round the logits to bf16, about 3 significant digits; they differ in summation order).
+bf16 autocast (full and LoRA): values within 2e-2, gradients within 2e-2 (head alone) and 3e-2
+(whole model) relative of the plain bf16 graph (both round the logits to bf16, about 3 significant
+digits; they differ in summation order).
 """
 
 from types import SimpleNamespace
