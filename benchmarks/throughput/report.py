@@ -42,8 +42,8 @@ def markdown(results: list[dict], meta: dict) -> str:
              .format(peak["float32"]["gflops"], peak["bfloat16"]["gflops"],
                      max(v for k, v in peak["bfloat16"]["paths"].items() if k != "fp32_kernels")),
              "", "| model | algo | precision | system | s/step | x TRL | CPU s/step | x TRL (CPU) | completions/s "
-             "| tokens/s | peak RSS MB | MFU | executed FLOP util | load |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| tokens/s | peak RSS MB | in steps MB | MFU | executed FLOP util | load |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         ratio, ratio_cpu = r.get("speedup"), r.get("speedup_cpu")
         timed = "" if len(r["step_times"]) == meta["steps"] else f" ({len(r['step_times'])} step)"
@@ -54,6 +54,7 @@ def markdown(results: list[dict], meta: dict) -> str:
                      f"{r['s_per_step']:.2f}{timed} | {'' if ratio is None else f'{ratio:.2f}x'} | "
                      f"{r['cpu_s_per_step']:.2f} | {'' if ratio_cpu is None else f'{ratio_cpu:.2f}x'} | "
                      f"{r['completions_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r.get('peak_rss_steps_mb', r['peak_rss_mb']):.0f} | "
                      f"{100 * r['mfu']:.0f}% | {100 * r['hardware_utilization']:.0f}% | {load} |")
     lines += ["", "- x TRL: TRL's s/step divided by rlft's, in the same precision; for bf16 rows, against TRL's "
               "fastest setting on this machine (its fp32 or its CPU default bf16 + gradient checkpointing).",
@@ -63,6 +64,9 @@ def markdown(results: list[dict], meta: dict) -> str:
               "(`bf16=True`, `gradient_checkpointing=True`). rlft bf16: `run.precision=bf16`.",
               "- MFU: model FLOPs per step (every sequence runs its own prompt: prefill, reference pass, "
               "forward + backward; the same count for every system) / s per step / the dtype's matmul peak.",
+              "- Peak RSS: the worker process's, whole run; in steps: the peak when the last step ended, before "
+              "rlft writes final/ (with LoRA the merged model is built beside the adapter, which TRL, saving "
+              "nothing here, does not do).",
               "- LoRA rows: rank 16, alpha 32 on the attention and MLP projections for both systems (TRL through "
               "its peft integration); their model FLOPs count the backward once (no weight gradients).",
               "- Executed FLOP util: the FLOPs the system actually runs (rlft runs each prompt once for its G "

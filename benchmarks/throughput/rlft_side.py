@@ -35,11 +35,14 @@ def worker_rlft(spec: dict) -> dict:
     # shared machine they do not count the time other processes hold the core.
     from rlft.training.metrics import MetricsLogger
 
-    cpu_marks, log = [], MetricsLogger.log
+    from benchmarks.worker import peak_rss_mb
+
+    cpu_marks, rss_marks, log = [], [], MetricsLogger.log
 
     def timed_log(self, step, split, metrics):
         if split == "train":
             cpu_marks.append(time.process_time())
+            rss_marks.append(peak_rss_mb())   # the peak so far: the steps', before the run's final export
         return log(self, step, split, metrics)
 
     MetricsLogger.log = timed_log
@@ -48,6 +51,6 @@ def worker_rlft(spec: dict) -> dict:
     wall = time.perf_counter() - t0
     rows = [r for r in read_metrics(result.run_dir, split="train") if "step_time" in r]
     return {"step_times": [r["step_time"] for r in rows], "gen_times": [r["gen_time"] for r in rows],
-            "lengths": [r["length"] for r in rows], "wall": wall,
+            "lengths": [r["length"] for r in rows], "wall": wall, "peak_rss_steps_mb": rss_marks[-1],
             # the first step's start is not observable from outside the loop
             "cpu_times": [float("nan")] + [b - a for a, b in zip(cpu_marks, cpu_marks[1:])]}

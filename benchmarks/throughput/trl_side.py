@@ -17,6 +17,8 @@ def worker_trl(spec: dict) -> dict:
 
     from rlft.rewards.metrics import chrf_scores
 
+    from benchmarks.worker import peak_rss_mb
+
     torch.set_num_threads(spec["threads"])
     import trl
 
@@ -29,6 +31,7 @@ def worker_trl(spec: dict) -> dict:
     class Timer(TrainerCallback):
         def __init__(self):
             self.times, self.cpu, self.lengths, self.t0, self.c0 = [], [], [], None, None
+            self.rss = float("nan")   # peak RSS (MB) when the last step ended
 
         def on_step_begin(self, args, state, control, **kw):
             self.t0, self.c0 = time.perf_counter(), time.process_time()
@@ -36,6 +39,7 @@ def worker_trl(spec: dict) -> dict:
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self.t0)
             self.cpu.append(time.process_time() - self.c0)
+            self.rss = peak_rss_mb()
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "completions/mean_length" in logs:
@@ -60,7 +64,7 @@ def worker_trl(spec: dict) -> dict:
     t0 = time.perf_counter()
     trainer.train()
     return {"step_times": timer.times, "cpu_times": timer.cpu, "lengths": timer.lengths,
-            "wall": time.perf_counter() - t0}
+            "wall": time.perf_counter() - t0, "peak_rss_steps_mb": timer.rss}
 
 
 def _peft_config(spec: dict, model):

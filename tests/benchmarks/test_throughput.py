@@ -31,8 +31,9 @@ def test_a_busy_machine_is_refused_or_marked(monkeypatch, capsys):
 def _row(system, tuning, s_per_step, **kw):
     return {"system": system, "model": "smollm2-135m", "algo": "grpo", "precision": "fp32", "tuning": tuning,
             "s_per_step": s_per_step, "cpu_s_per_step": s_per_step, "step_times": [s_per_step], "params": 134.5e6,
-            "completions_per_s": 1.0, "tokens_per_s": 1.0, "peak_rss_mb": 1.0, "mfu": 0.5,
-            "hardware_utilization": 0.5, "loadavg_start": 0.4, **kw}
+            "completions_per_s": 1.0, "tokens_per_s": 1.0, "mfu": 0.5,
+            "hardware_utilization": 0.5, "loadavg_start": 0.4, "peak_rss_mb": 1809.0, "peak_rss_steps_mb": 1353.0,
+            **kw}
 
 
 def _meta(**kw):
@@ -50,6 +51,7 @@ def test_lora_rows_are_compared_with_trl_lora_rows_and_the_machine_is_recorded()
     assert results[0]["speedup"] == 3.0 and results[2]["speedup"] == 5.0
     text = report.markdown(results, _meta())
     assert "smollm2-135m (134.5M) LoRA r=16 | grpo" in text
+    assert "| 1809 | 1353 | 50% |" in text          # the whole run's peak RSS, then the steps' peak
     assert "CPU flags: amx_bf16, avx512_bf16, avx512f; 2 cores, 2 torch thread(s)" in text
     assert "BUSY" not in text
     busy = report.markdown(results, _meta(busy=True, loadavg_start=[2.4, 1.0, 1.0]))
