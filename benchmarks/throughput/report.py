@@ -87,7 +87,8 @@ def _flags_line(meta: dict) -> str:
         return ""
     flags = ", ".join(meta["cpu_flags"]) or "none of avx512f/avx512_bf16/amx"
     return (f" CPU flags: {flags}; {meta['machine']['cores']} cores, {meta['threads']} torch thread(s); "
-            f"runs start only below load {meta['max_load']:.2f} (the load column: each run's start).")
+            f"runs start only below load {meta['max_load']:.2f} (the load column: each run's start, which still "
+            f"counts this benchmark's previous run in the 1-minute average).")
 
 
 def write(out: Path, results: list[dict], meta: dict) -> str:
