@@ -192,3 +192,36 @@ def tiny_gguf(model_dir: Path, out: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def grouped_batch(prompts: list[list[int]], completions: list[list[list[int]]], *, extra_width: int = 0):
+    """A Rollout-shaped batch: N = B * G rows, row i belongs to prompt i // G; prompts left-padded
+    with PAD to the longest (plus ``extra_width``), completion masks ending after the first EOS."""
+    from types import SimpleNamespace
+
+    width = max(map(len, prompts)) + extra_width
+    ids, mask, comp = [], [], []
+    for prompt, group in zip(prompts, completions):
+        for completion in group:
+            ids.append([PAD] * (width - len(prompt)) + prompt)
+            mask.append([0] * (width - len(prompt)) + [1] * len(prompt))
+            comp.append(completion)
+    comp = torch.tensor(comp)
+    comp_mask = torch.ones(comp.shape)
+    for i, row in enumerate(comp.tolist()):
+        if EOS in row:
+            comp_mask[i, row.index(EOS) + 1:] = 0
+    return SimpleNamespace(prompt_ids=torch.tensor(ids), prompt_mask=torch.tensor(mask),
+                           completion_ids=comp, completion_mask=comp_mask)
+
+
+def logprobs_and_grads(model, batch, weights, **kwargs):
+    """Completion log-probabilities, entropies and the gradients of a fixed loss of both."""
+    from rlft.models.logprobs import completion_logprobs
+
+    model.zero_grad(set_to_none=True)
+    lp, ent = completion_logprobs(model, batch, is_seq2seq=False, with_entropy=True, **kwargs)
+    ((lp * weights + 0.1 * ent) * batch.completion_mask).sum().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return lp.detach(), ent.detach(), grads

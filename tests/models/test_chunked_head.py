@@ -7,12 +7,11 @@ bf16 autocast (full and LoRA): values within 2e-2, gradients within 2e-2 (head a
 digits; they differ in summation order).
 """
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.tiny import EOS, PAD
+from tests.tiny import EOS, PAD, grouped_batch, logprobs_and_grads
 
 from rlft.config import LoraConfig, ModelConfig
 from rlft.models import chunked_head, load_policy
@@ -129,29 +128,10 @@ COMPLETIONS = [
 
 def _grouped_batch():
     """N = B * G = 9 rows, row i belongs to prompt i // 3, left-padded prompts of unequal length."""
-    width = max(map(len, PROMPTS))
-    ids, mask, comp = [], [], []
-    for prompt, group in zip(PROMPTS, COMPLETIONS):
-        for completion in group:
-            ids.append([PAD] * (width - len(prompt)) + prompt)
-            mask.append([0] * (width - len(prompt)) + [1] * len(prompt))
-            comp.append(completion)
-    comp = torch.tensor(comp)
-    comp_mask = torch.ones(comp.shape)
-    for i, row in enumerate(comp.tolist()):
-        if EOS in row:
-            comp_mask[i, row.index(EOS) + 1:] = 0
-    return SimpleNamespace(prompt_ids=torch.tensor(ids), prompt_mask=torch.tensor(mask),
-                           completion_ids=comp, completion_mask=comp_mask)
+    return grouped_batch(PROMPTS, COMPLETIONS)
 
 
-def _run(model, batch, weights, **kwargs):
-    model.zero_grad(set_to_none=True)
-    lp, ent = completion_logprobs(model, batch, is_seq2seq=False, with_entropy=True, **kwargs)
-    ((lp * weights + 0.1 * ent) * batch.completion_mask).sum().backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return lp.detach(), ent.detach(), grads
+_run = logprobs_and_grads
 
 
 class _LargestLogits(torch.utils._python_dispatch.TorchDispatchMode):

@@ -6,15 +6,13 @@ the two directly (and check that the fast path really ran, so a silent fallback 
 """
 
 import contextlib
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.tiny import EOS, PAD, tiny_causal
+from tests.tiny import EOS, PAD, grouped_batch, logprobs_and_grads, tiny_causal
 
 from rlft.models import bf16_emulation, shared_prompt
-from rlft.models import completion_logprobs
 from rlft.models import logprobs as logprobs_module
 from rlft.models.fused_activations import fuse_activations
 from rlft.models.loading import disable_dropout
@@ -31,29 +29,10 @@ COMPLETIONS = [
 
 def _grouped_batch():
     """N = B * G rows; row i belongs to prompt i // G, as in a Rollout."""
-    width = max(map(len, PROMPTS)) + 1
-    ids, mask, comp = [], [], []
-    for prompt, group in zip(PROMPTS, COMPLETIONS):
-        for completion in group:
-            ids.append([PAD] * (width - len(prompt)) + prompt)
-            mask.append([0] * (width - len(prompt)) + [1] * len(prompt))
-            comp.append(completion)
-    comp = torch.tensor(comp)
-    comp_mask = torch.ones(comp.shape)
-    for i, row in enumerate(comp.tolist()):
-        if EOS in row:
-            comp_mask[i, row.index(EOS) + 1:] = 0
-    return SimpleNamespace(prompt_ids=torch.tensor(ids), prompt_mask=torch.tensor(mask),
-                           completion_ids=comp, completion_mask=comp_mask)
+    return grouped_batch(PROMPTS, COMPLETIONS, extra_width=1)
 
 
-def _logprobs_and_grads(model, batch, weights, **kwargs):
-    model.zero_grad(set_to_none=True)
-    lp, ent = completion_logprobs(model, batch, is_seq2seq=False, with_entropy=True, **kwargs)
-    ((lp * weights + 0.1 * ent) * batch.completion_mask).sum().backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    return lp.detach(), ent.detach(), grads
+_logprobs_and_grads = logprobs_and_grads
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
