@@ -194,9 +194,20 @@ def tiny_gguf(model_dir: Path, out: Path) -> Path:
     return out
 
 
-def grouped_batch(prompts: list[list[int]], completions: list[list[list[int]]], *, extra_width: int = 0):
+# B = 3 prompts of unequal length, G = 3 completions each that end in EOS at different columns, then PAD
+GROUPED_PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
+GROUPED_COMPLETIONS = [
+    [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],
+    [[80, 81, 82, 83, 84], [80, EOS, PAD, PAD, PAD], [85, 86, 87, EOS, PAD]],
+    [[90, EOS, PAD, PAD, PAD], [91, 92, 93, 94, EOS], [95, 96, 97, 98, 99]],
+]
+
+
+def grouped_batch(prompts: list[list[int]] = GROUPED_PROMPTS,
+                  completions: list[list[list[int]]] = GROUPED_COMPLETIONS, *, extra_width: int = 0):
     """A Rollout-shaped batch: N = B * G rows, row i belongs to prompt i // G; prompts left-padded
-    with PAD to the longest (plus ``extra_width``), completion masks ending after the first EOS."""
+    with PAD to the longest (plus ``extra_width`` columns that are padding in every row),
+    completion masks ending after the first EOS."""
     from types import SimpleNamespace
 
     width = max(map(len, prompts)) + extra_width

@@ -118,17 +118,11 @@ def test_a_frozen_head_gets_its_input_gradient_from_the_forward(temperature, wit
 
 # -- inside completion_logprobs, on real transformers models --------------------------------------
 
-PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
-COMPLETIONS = [
-    [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],
-    [[80, 81, 82, 83, 84], [80, EOS, PAD, PAD, PAD], [85, 86, 87, EOS, PAD]],
-    [[90, EOS, PAD, PAD, PAD], [91, 92, 93, 94, EOS], [95, 96, 97, 98, 99]],
-]
 
 
 def _grouped_batch():
     """N = B * G = 9 rows, row i belongs to prompt i // 3, left-padded prompts of unequal length."""
-    return grouped_batch(PROMPTS, COMPLETIONS)
+    return grouped_batch()
 
 
 _run = logprobs_and_grads

@@ -17,19 +17,10 @@ from rlft.models import logprobs as logprobs_module
 from rlft.models.fused_activations import fuse_activations
 from rlft.models.loading import disable_dropout
 
-# G = 3 rows per prompt; prompts of unequal length (left padding, plus one column that is
-# padding in every row); completions that end in EOS at different columns, then PAD.
-PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
-COMPLETIONS = [
-    [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],
-    [[80, 81, 82, 83, 84], [80, EOS, PAD, PAD, PAD], [85, 86, 87, EOS, PAD]],
-    [[90, EOS, PAD, PAD, PAD], [91, 92, 93, 94, EOS], [95, 96, 97, 98, 99]],
-]
-
-
 def _grouped_batch():
-    """N = B * G rows; row i belongs to prompt i // G, as in a Rollout."""
-    return grouped_batch(PROMPTS, COMPLETIONS, extra_width=1)
+    """N = B * G rows, G = 3 per prompt, as in a Rollout: prompts of unequal length (left padding, plus
+    one column that is padding in every row); completions ending in EOS at different columns."""
+    return grouped_batch(extra_width=1)
 
 
 _logprobs_and_grads = logprobs_and_grads
