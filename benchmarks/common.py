@@ -37,6 +37,11 @@ def log(msg: str) -> None:
     print(f"[{datetime.now(timezone.utc).strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def settings_of(items: list[str]) -> dict[str, Any]:
+    """['data.template=chat', 'lora.r=16'] -> {'data.template': 'chat', 'lora.r': '16'}."""
+    return dict(item.split("=", 1) for item in items)
+
+
 def make_config(task: str, model: str, out_dir: str | Path, settings: dict[str, Any], *, threads: int,
                 precision: str, seed: int) -> Any:
     """A Config for one run of a bundled task: the benchmark's settings (``settings``, dotted keys,

@@ -90,18 +90,13 @@ def cand_name(c: dict[str, Any]) -> str:
     return name
 
 
-def _settings(items: list[str]) -> dict[str, Any]:
-    """['data.template=chat', 'lora.r=16'] -> {'data.template': 'chat', 'lora.r': '16'}."""
-    return dict(item.split("=", 1) for item in items)
-
-
 class Arms:
     """Training and validation of one task's candidates; every run and evaluation cached under --work."""
 
     def __init__(self, task: str, args: argparse.Namespace):
         self.task, self.args = task, args
         self.root = Path(args.work) / PROTOCOL / task
-        self.model_settings = _settings(args.set)
+        self.model_settings = common.settings_of(args.set)
         # Evaluations load the exported (merged) model: no fresh adapter on top of it.
         self.eval_settings = {k: v for k, v in self.model_settings.items() if not k.startswith("lora.")}
         self.kw = {"threads": args.threads, "precision": args.precision}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,15 +40,11 @@ from rlft.atomic import atomic_write
 
 from benchmarks import common
 from benchmarks import protocol as P
-from benchmarks.common import RESULTS, eval_model, log, num, rl_run, summary
+from benchmarks.common import RESULTS, eval_model, log, num, rl_run, settings_of, summary
 
 PROTOCOL = "preference-v1"
 JUDGES = ("rouge_l", "chrf", "bleu", "embedding")
 MONITORS = ("length", "length_ratio", "truncation_rate", "repetition", "copy_rate", "distinct_2")
-
-
-def _settings(items: list[str]) -> dict[str, Any]:
-    return dict(item.split("=", 1) for item in items)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +94,7 @@ def sft_stage(args: argparse.Namespace, root: Path, kw: dict[str, Any]) -> dict[
     return common.sft_with_patience(
         args.task, args.model, root / "sft", base_val=base_val["metric"], val_n=args.val_rows,
         eval_every=args.sft_eval_every, patience=args.patience, max_steps=args.sft_max_steps, max_minutes=1e9,
-        lr=args.sft_lr, batch_size=args.sft_batch, model_settings=_settings(args.set), **kw)
+        lr=args.sft_lr, batch_size=args.sft_batch, model_settings=settings_of(args.set), **kw)
 
 
 def pairs_stage(args: argparse.Namespace, root: Path, start: str, kw: dict[str, Any]) -> dict[str, Any]:
@@ -111,10 +108,12 @@ def pairs_stage(args: argparse.Namespace, root: Path, start: str, kw: dict[str, 
         t0 = time.perf_counter()
         line = write_pairs(common.make_config(args.task, start, root / "pairs-run", settings, **kw), out)
         log(f"pairs: {line} ({time.perf_counter() - t0:.0f} s)")
-    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines() if x.strip()]
-    return {"file": str(out), "pairs": len(rows), "ties": sum(bool(r.get("tie")) for r in rows),
-            "prompts": len({r["prompt"] for r in rows}), "labeller": args.labeller, "synthetic": True,
-            "annotator": rows[0].get("annotator") if rows else None}
+    from rlft.data.preferences import load_pairs
+
+    pairs = load_pairs(str(out))
+    return {"file": str(out), "pairs": len(pairs), "ties": sum(p.tie for p in pairs),
+            "prompts": len({p.prompt for p in pairs}), "labeller": args.labeller, "synthetic": True,
+            "annotator": pairs[0].annotator if pairs else None}
 
 
 def rm_stage(args: argparse.Namespace, root: Path, start: str, pairs: dict[str, Any], kw: dict[str, Any]) -> dict:
@@ -148,41 +147,40 @@ def rl_stage(args: argparse.Namespace, root: Path, start: str, rm_dir: str, kw: 
                 "reward": spec.replace("{rm}", rm_dir)}
         extra = {"reward.normalize_components": True} if "+" in spec else {}
         out[name] = rl_run(args.task, start, root / "rl" / name, cand, steps=args.rl_steps, prompts=args.prompts,
-                           group=args.group, model_settings={**_settings(args.set), **extra}, **kw)
+                           group=args.group, model_settings={**settings_of(args.set), **extra}, **kw)
         out[name]["normalize_components"] = bool(extra)
     return out
 
 
 def _eval_settings(args: argparse.Namespace) -> dict[str, Any]:
     # evaluations and sampling load exported (merged) models: no fresh adapter on top
-    return {k: v for k, v in _settings(args.set).items() if not k.startswith("lora.")}
+    return {k: v for k, v in settings_of(args.set).items() if not k.startswith("lora.")}
 
 
 # ---------------------------------------------------------------------------------------------
 # Stage 5-6: the test split, once, and what each judge says
 
-def score_test(args: argparse.Namespace, root: Path, items: dict[str, dict], kw: dict[str, Any]) -> tuple[dict, list]:
-    """Every item's test evaluation (through the ledger) and the test examples."""
-    held: list = []
-
-    def rows(splits: dict) -> list:
-        held[:] = splits["test"]
-        return splits["test"]
-
+def score_test(args: argparse.Namespace, root: Path, items: dict[str, dict], kw: dict[str, Any]) -> dict[str, Any]:
+    """Every item's test evaluation, through the ledger (once per task, model and protocol)."""
     ledger = P.TestLedger(Path(args.results), task=args.task, model=args.model, protocol=PROTOCOL)
     test = ledger.score(items, lambda ident, item: eval_model(
-        args.task, item["model_dir"], rows, cache=root / "evals" / f"test-{ident}-{item['config_hash']}.json",
-        tag=f"{ident}-test", split="test", eval_settings=_eval_settings(args), **kw),
-        rescore=args.rescore_test, reason=args.rescore_reason)
-    if not held:  # every evaluation came from the cache: read the split once more for the prompts
-        eval_model(args.task, args.model, rows, cache=root / "evals" / "split-probe.json", tag="probe",
-                   split="test", eval_settings={**_eval_settings(args), "eval.max_new_tokens": 1}, **kw)
-    return {"results": test, "ledger": ledger.summary()}, held
+        args.task, item["model_dir"], lambda splits: splits["test"],
+        cache=root / "evals" / f"test-{ident}-{item['config_hash']}.json", tag=f"{ident}-test", split="test",
+        eval_settings=_eval_settings(args), **kw), rescore=args.rescore_test, reason=args.rescore_reason)
+    return {"results": test, "ledger": ledger.summary()}
 
 
-def judge(test: dict[str, dict], examples: list, rm_dir: str, *, seed: int) -> dict[str, Any]:
-    """Per item: every judge metric and the raw reward-model score per example; per arm against
-    the start: paired-bootstrap CIs of each, the monitors, and the reward model's holes."""
+def test_examples(args: argparse.Namespace, kw: dict[str, Any]) -> list:
+    """The task's test split, as the evaluations read it (the task's defaults applied), without a model."""
+    from rlft.data.splits import load_splits
+    from rlft.training.setup import apply_task_defaults
+
+    config = apply_task_defaults(common.make_config(args.task, args.model, args.work, _eval_settings(args), **kw))
+    return load_splits(config.data, normalize=config.frequency.normalize)["test"]
+
+
+def judge(test: dict[str, dict], examples: list, rm_dir: str) -> dict[str, Any]:
+    """Per item: every judge metric and the raw reward-model score of each example."""
     from rlft.models.reward_model import load_reward_model, score_texts
     from rlft.rewards import METRICS
 
@@ -205,7 +203,7 @@ def compare_arms(test: dict[str, dict], scores: dict[str, dict], examples: list,
 
     by_id = {ex.id: ex for ex in examples}
     start = scores["sft"]
-    spread = _std(start["rm_score"])
+    spread = statistics.stdev(start["rm_score"])
     out = {}
     for arm, s in scores.items():
         if arm == "sft":
@@ -241,11 +239,6 @@ def _machine_line(m: dict[str, Any]) -> str:
     facts = m["at_start"]
     return (f"{facts.get('cpu')}, {m['threads']} threads, precision {m['precision']}, load average "
             f"{facts.get('load_average')} at start and {m.get('load_average_at_end')} at the end")
-
-
-def _std(xs: list[float]) -> float:
-    m = sum(xs) / len(xs)
-    return (sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1)) ** 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,12 +299,13 @@ def main(argv: list[str] | None = None) -> int:
                      "candidate": None}}
     items |= {arm: {"model_dir": r["final_dir"], "candidate": r["candidate"],
                     "config_hash": P.config_hash({"arm": arm, "settings": r["settings"]})} for arm, r in rl.items()}
-    scored, examples = score_test(args, root, items, kw)
-    scores = judge(scored["results"], examples, rm["dir"], seed=args.seed)
+    scored = score_test(args, root, items, kw)
+    examples = test_examples(args, kw)
+    scores = judge(scored["results"], examples, rm["dir"])
     arms = compare_arms(scored["results"], scores, examples, args.labeller, margin=args.pair_margin, seed=args.seed)
     res = {"protocol": PROTOCOL, "task": args.task, "model": args.model, "date": common.utc_now(),
            "command": "python -m benchmarks.preference " + " ".join(sys.argv[1:] if argv is None else argv),
-           "machine": machine, "seed": args.seed, "wall_s": round(time.perf_counter() - t0, 1),
+           "machine": machine | {"load_average_at_end": machine_facts()["load_average"]}, "seed": args.seed, "wall_s": round(time.perf_counter() - t0, 1),
            "sft": sft, "pairs": pairs, "reward_model": rm, "rl_setting": args.rl,
            "budget": f"{args.rl_steps} steps x {args.prompts} prompts x {args.group} samples",
            "rewards": {a.split("=", 1)[0]: a.split("=", 1)[1] for a in args.arms},
@@ -320,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
            "monitors": {k: {m: ev.get(m, (ev.get("monitors") or {}).get(m)) for m in MONITORS}
                         for k, ev in scored["results"].items()},
            "summaries": {k: summary(ev) for k, ev in scored["results"].items()}, "arms": arms}
-    res["machine"] = machine | {"load_average_at_end": machine_facts()["load_average"]}
     common.write_json(Path(args.results) / f"{PROTOCOL}.json", res)
     atomic_write(Path(args.results) / f"{PROTOCOL}.md", markdown(res))
     print(markdown(res))

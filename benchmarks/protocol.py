@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import operator
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,7 +100,9 @@ class TestLedger:
         """What the results file carries: the count, and each scoring's time, reason and what."""
         scorings = self.scorings()
         n = len(scorings)
-        return {"ledger": str(self.path), "test_scored": n,
+        # relative to the working directory (the repository root, as the commands are run): a results
+        # file names no path of the machine it ran on
+        return {"ledger": os.path.relpath(self.path), "test_scored": n,
                 "note": "test scored once" if n == 1 else f"test scored {n} times",
                 "scorings": [{k: s.get(k) for k in ("n", "when", "reason", "rows", "status")} |
                              {"what": [w["id"] for w in s["what"]]} for s in scorings]}
