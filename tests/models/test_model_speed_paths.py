@@ -183,3 +183,47 @@ def test_load_policy_fuses_gpt2_and_leaves_llama(policies):
     assert not any(isinstance(m, activations.NewGELUActivation) for m in gpt2.modules())
     assert any(type(m).__name__ in ("GELUTanh", "PytorchGELUTanh") for m in gpt2.modules())
     assert not any(type(m).__name__ in ("GELUTanh", "PytorchGELUTanh") for m in llama.modules())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cast_frozen_once_samples_the_same_tokens_with_lora(tmp_path, monkeypatch, native):
+    """LoRA sampling in bf16 with the frozen base weights cast once per block gives the tokens and
+    log-probabilities of casting them at every call, bit for bit (native autocast and the emulation),
+    and leaves the base frozen afterwards."""
+    from rlft.config import LoraConfig, ModelConfig
+    from rlft.models import load_policy
+    from rlft.models.lora import apply_lora
+    from rlft.rollout import plain
+
+    if native and not bf16_emulation.native_cpu_bf16():
+        pytest.skip("this CPU has no native bf16 matmuls")
+    monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: native)
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_causal(tmp_path))), device="cpu")
+    apply_lora(policy, LoraConfig(r=4))
+    with torch.no_grad():  # a trained adapter: B != 0, so the adapter's path changes the numbers
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) / 4)
+    sampler = plain.PlainSampler(policy, autocast=torch.bfloat16)
+    base = [p for p in policy.model.parameters() if not p.requires_grad]
+    seen = []
+    hook = policy.model.get_input_embeddings().register_forward_hook(
+        lambda *_: seen.append(all(p.requires_grad for p in base)))
+
+    def sample():
+        return sampler.sample(["the cat sat", "a dog ran in the park"], 3, temperature=1.0, max_new_tokens=6,
+                              generator=torch.Generator().manual_seed(0))
+
+    once = sample()
+    assert seen and all(seen), "the frozen weights were not flagged inside the sampling block"
+    assert not any(p.requires_grad for p in base)
+    seen.clear()
+    monkeypatch.setattr(plain, "cast_frozen_once", lambda model, enabled=True: contextlib.nullcontext())
+    every_call = sample()
+    hook.remove()
+    assert seen and not any(seen)
+    assert torch.equal(once.completion_ids, every_call.completion_ids)
+    assert torch.equal(once.logprobs, every_call.logprobs)
+    with pytest.raises(RuntimeError, match="no-grad"):
+        with bf16_emulation.cast_frozen_once(policy.model):
+            pass

@@ -4,7 +4,7 @@
 PyTorch has no native bf16 matmul: there the matmul-like ops run on the fp32 kernels from
 bf16-rounded inputs (``_Bf16OnFp32``), the numbers of a bf16 kernel at fp32 speed. The sampler
 (``rlft.rollout.plain``) and the training and evaluation passes (``rlft.training.runtime.autocast_context``)
-enter it.
+enter it. ``cast_frozen_once`` lets a no-grad block cast each frozen weight once instead of per call.
 """
 
 from __future__ import annotations
@@ -31,6 +31,33 @@ def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.Abstract
     if device_type != "cpu" or dtype != torch.bfloat16 or native_cpu_bf16():
         return amp
     return _bf16_on_fp32(amp)
+
+
+@contextlib.contextmanager
+def cast_frozen_once(model: torch.nn.Module, enabled: bool = True):
+    """Inside a no-grad autocast block: cast each frozen weight of ``model`` once for the block.
+
+    Autocast keeps its low-precision copy of a weight for the rest of the block only when the
+    weight is a leaf that requires grad (``cached_cast`` in PyTorch's aten/src/ATen/autocast_mode.cpp;
+    ``_Bf16OnFp32._round`` below does the same). Frozen weights, a LoRA model's base or a frozen
+    reference copy, are cast again at every call: with LoRA on SmolLM2-135M, every decode step
+    re-reads 135M fp32 weights to write their bf16 copies. Flagging them as requiring grad for the
+    block lets the cache hold them; under no_grad no graph is built, so the numbers are the same
+    (tested bit for bit). Sampling B=8 x G=4, 24 tokens, LoRA bf16 on one core: 7.1 s -> 5.1 s.
+    """
+    if not enabled:
+        yield
+        return
+    if torch.is_grad_enabled():
+        raise RuntimeError("cast_frozen_once is for no-grad blocks: it would make frozen weights trainable")
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 @contextlib.contextmanager

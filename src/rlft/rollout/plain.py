@@ -23,7 +23,7 @@ import torch
 from rlft.config import check_choice
 from rlft.data.templates import end_of_turn_id, fit_prompt
 from rlft.errors import RlftError
-from rlft.models.bf16_emulation import autocast
+from rlft.models.bf16_emulation import autocast, cast_frozen_once
 from rlft.models.forward import cache_kwarg, forward_accepts, output_cache
 from rlft.models.loading import Policy
 from rlft.models.logprobs import completion_logprobs, token_logprobs
@@ -75,7 +75,7 @@ class PlainSampler:
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), cast_frozen_once(model, self.autocast is not None):
                 ids, mask = self._encode(prompts)                                   # (B, P)
                 decode = self._decode_seq2seq if self.policy.is_seq2seq else self._decode_causal
                 completions, logprobs = decode(ids, mask, group_size, temperature, top_p, top_k,

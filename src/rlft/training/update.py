@@ -163,10 +163,11 @@ def frozen_logprobs_values(model: torch.nn.Module, value_head: torch.nn.Module |
                            settings: UpdateSettings) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``frozen_logprobs`` and, from the same forward passes, the value head's V(x, y_<t) (PPO's
     old values), or None without a head.  # (N, T) fp32 each"""
+    from rlft.models.bf16_emulation import cast_frozen_once
     from rlft.models.logprobs import completion_logprobs_values
 
     chunks = _chunks(rollout.completion_ids.shape[0], settings.grad_accum)
-    with torch.no_grad(), settings.autocast():
+    with torch.no_grad(), settings.autocast(), cast_frozen_once(model):
         parts = [completion_logprobs_values(settings.dist.forward(model), value_head, _rows(rollout, c),
                                             is_seq2seq=settings.is_seq2seq,
                                             temperature=settings.temperature) for c in chunks]
