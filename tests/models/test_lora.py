@@ -102,3 +102,57 @@ def test_final_is_a_merged_model_with_the_adapter_beside_it(dirs, name, tmp_path
     for k, v in policy.model.state_dict().items():  # exporting leaves the policy's base weights as they were
         if k in base_before:
             assert torch.equal(v, base_before[k]), k
+
+
+def _trained_adapter(policy, seed=1):
+    with torch.no_grad():  # B != 0: the adapter changes the numbers
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)) / 4)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "seq2seq"])
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bf16_base_gives_the_numbers_of_bf16_autocast_on_the_fp32_base(dirs, name, native, monkeypatch):
+    """keep_base_in_bf16: under bf16 autocast, logits and adapter gradients bit for bit those of the
+    fp32 base (native kernels and the emulation), half the base's bytes, model.dtype unchanged; the
+    merged export is fp32: the rounded base plus the adapter's delta."""
+    from rlft.models import bf16_emulation
+    from rlft.models.lora import keep_base_in_bf16, merged_state_dict
+
+    if native and not bf16_emulation.native_cpu_bf16():
+        pytest.skip("this CPU has no native bf16 matmuls")
+    monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: native)
+    policy = _fresh(dirs, name)
+    apply_lora(policy, LoraConfig(r=4, dropout=0.0))
+    _trained_adapter(policy)
+    model = policy.model.eval()  # no dropout: the two runs see the same network
+    ids = torch.tensor([[5, 9, 12, 7, 3, 30], [8, 8, 2, 41, 17, 6]])
+    inputs = {"input_ids": ids, "labels": ids} if policy.is_seq2seq else {"input_ids": ids}
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        with bf16_emulation.autocast("cpu", torch.bfloat16):
+            logits = model(**inputs).logits
+        (logits.float() * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def base_bytes():
+        return sum(p.numel() * p.element_size() for n, p in model.named_parameters() if "base_layer" in n)
+
+    fp32_logits, fp32_grads = run()
+    before, dtype = base_bytes(), model.dtype
+    assert keep_base_in_bf16(policy) > 0
+    assert keep_base_in_bf16(policy) == 0  # done once
+    assert base_bytes() < 0.6 * before and model.dtype == dtype == torch.float32
+    bf16_logits, bf16_grads = run()
+    assert torch.equal(bf16_logits, fp32_logits)
+    assert fp32_grads.keys() == bf16_grads.keys() and len(fp32_grads) > 0
+    for n, g in fp32_grads.items():
+        assert torch.equal(bf16_grads[n], g), n
+    merged = merged_state_dict(policy.adapter)
+    assert all(t.dtype == torch.float32 for t in merged.values() if t.is_floating_point())
+    from peft.tuners.lora import LoraLayer
+    prefix, layer = next((n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer))
+    want = layer.get_base_layer().weight.float() + layer.get_delta_weight("default").float()
+    assert torch.equal(merged[f"{prefix}.weight"], want)

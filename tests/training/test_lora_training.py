@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from rlft.config import load_config
@@ -57,16 +58,21 @@ def test_reference_is_the_base_model_before_and_after_an_update(tmp_path, tiny_c
             assert torch.equal(value, base_weights[key.replace(".base_layer.", ".")]), key
 
 
-def test_rl_run_with_lora_exports_a_final_model_that_eval_and_generate_load(tmp_path, tiny_causal_dir, tiny_dataset):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_rl_run_with_lora_exports_a_final_model_that_eval_and_generate_load(tmp_path, tiny_causal_dir, tiny_dataset,
+                                                                            precision):
+    """bf16: the base is kept in bf16 during the run (keep_base_in_bf16); final/ is an fp32 model that
+    computes what the run's model computes under autocast."""
     import yaml
     from transformers import AutoModelForCausalLM
 
     from rlft.api import evaluate_model, generate
     from rlft.training.loop import train
+    from rlft.training.runtime import autocast_context
     from rlft.training.setup import build_parts
 
     cfg = load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "run", **{
-        "lora.r": 4, "algo.kl_coef": 0.05, "optim.lr": 0.02}))
+        "lora.r": 4, "algo.kl_coef": 0.05, "optim.lr": 0.02, "run.precision": precision}))
     parts = build_parts(cfg)
     result = train(cfg, parts)
     policy = parts.policy
@@ -79,11 +85,17 @@ def test_rl_run_with_lora_exports_a_final_model_that_eval_and_generate_load(tmp_
 
     ids = policy.tokenizer(["reverse: the cat sat =>"], return_tensors="pt")["input_ids"]
     merged = AutoModelForCausalLM.from_pretrained(final).eval()
-    with torch.no_grad():
-        torch.testing.assert_close(merged(input_ids=ids).logits, policy.model(input_ids=ids).logits,
-                                   atol=1e-5, rtol=1e-5)
+    assert all(p.dtype == torch.float32 for p in merged.parameters())
+    bases = [p.dtype for n, p in policy.model.named_parameters() if "base_layer" in n]
+    assert bases and set(bases) == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    with torch.no_grad(), autocast_context(torch.device("cpu"), precision):
+        got, want = merged(input_ids=ids).logits.float(), policy.model(input_ids=ids).logits.float()
+    # bf16: the merged weight is rounded once (W + BA), the run's model rounds W and BA's inputs apart
+    tol = 1e-5 if precision == "fp32" else 0.1
+    torch.testing.assert_close(got, want, atol=tol, rtol=tol)
     ours = generate(cfg, ["the cat sat"], parts=parts)
-    on_final = load_config(None, tiny_overrides(final, tiny_dataset, tmp_path / "eval", **{"lora.r": 4}))
+    on_final = load_config(None, tiny_overrides(final, tiny_dataset, tmp_path / "eval", **{
+        "lora.r": 4, "run.precision": precision}))
     assert generate(on_final, ["the cat sat"]) == ours
     ev = evaluate_model(on_final, split="test", with_kl=True)
     assert ev["n"] > 0 and ev["metric"] == ev["metric"] and ev["kl"] is not None

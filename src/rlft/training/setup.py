@@ -94,7 +94,7 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
 def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     """Seed every RNG from ``run.seed``, then build the parts, or reuse ``parts`` (its loaded model,
     data, reward and sampler) with every other setting taken from ``config``, task defaults applied."""
-    from rlft.models.lora import apply_lora
+    from rlft.models.lora import apply_lora, keep_base_in_bf16
     from rlft.training.runtime import seed_everything
 
     seed_everything(config.run.seed)  # before building, so model init and data shuffles repeat
@@ -106,6 +106,8 @@ def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     parts.config = with_overrides(parts.config, run={"precision": parts.precision})
     # The one place LoRA goes on, for `rlft train` and `rlft sft` alike (`lora.r=0`: no-op).
     apply_lora(parts.policy, parts.config.lora)
+    if parts.precision == "bf16":
+        keep_base_in_bf16(parts.policy)  # same numbers under autocast, half the memory, no per-call casts
     return parts
 
 
