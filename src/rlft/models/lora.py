@@ -115,6 +115,13 @@ def keep_base_in_bf16(policy: Any) -> int:
             if weight.dtype == torch.float32 and not weight.requires_grad:
                 weight.data = weight.data.to(torch.bfloat16)
                 done += 1
+    if done:
+        # transformers leaves the weights as views of the checkpoint file's memory map; the fp32
+        # pages just read stay resident while any view (embeddings, norms) holds the mapping. A
+        # copy of the rest lets it go: SmolLM2-135M at rest 1216 -> 811 MB RSS.
+        for p in model.parameters():
+            if p.dtype == torch.float32 and not p.requires_grad:
+                p.data = p.data.clone()
     if model.dtype != dtype:  # an architecture whose first parameter is an adapted weight: undo
         raise RlftError(f"lora: storing the base in bf16 changed {type(model).__name__}'s dtype; "
                         "run with run.precision=fp32")
