@@ -1,8 +1,9 @@
-"""Peak memory and seconds per step of full vs LoRA RL fine-tuning of one model.
+"""Peak memory and seconds per step of full vs LoRA RL fine-tuning of one model, each with and
+without activation checkpointing (``optim.activation_checkpointing``).
 
 ```
 python -m benchmarks.lora_memory                          # smollm2-135m, 4 steps per mode
-python -m benchmarks.lora_memory --model path/to/model --steps 3 --lora-r 8 --out benchmarks/results/x.json
+python -m benchmarks.lora_memory --model path/to/model --steps 3 --lora-r 8 --modes full,lora --out benchmarks/results/x.json
 ```
 
 Each mode runs ``rlft.training.loop.train`` in its own subprocess, so its peak RSS (``ru_maxrss``)
@@ -10,7 +11,9 @@ is its own: full fine-tuning holds the weights, their gradients, two AdamW momen
 penalty, a frozen reference copy; LoRA holds the weights once plus a small adapter and its optimizer
 state (the reference is the same model with the adapter off). s/step is the median over the steps
 after the first (which pays one-time allocation). The prompts are synthetic (copy a few words), so
-the benchmark needs no dataset; only memory and speed are measured, not learning. Writes
+the benchmark needs no dataset; only memory and speed are measured, not learning. The modes
+'full-ckpt' and 'lora-ckpt' recompute activations in the backward (the prompt-shared pass is then
+off). Records the machine (CPU flags, load average) at the start and the end. Writes
 ``benchmarks/results/lora_memory.json`` (or ``--out``).
 """
 
@@ -21,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +34,7 @@ from rlft.atomic import atomic_write
 from benchmarks.common import RESULTS, utc_now
 from benchmarks.worker import peak_rss_mb, run_worker
 
+MODES = ("full", "lora", "full-ckpt", "lora-ckpt")
 WORDS = "the cat sat on a mat while two dogs ran in the park and birds sang over the quiet river".split()
 
 
@@ -47,12 +52,13 @@ def write_prompts(work: Path) -> dict[str, str]:
 
 
 def worker(spec: dict) -> dict:
-    """One run in this process: ``spec['mode']`` is 'full' or 'lora'."""
+    """One run in this process: ``spec['mode']`` is one of ``MODES``."""
     from rlft.config import load_config
     from rlft.rundir import CONFIG_FILE, read_metrics
     from rlft.training.loop import train
 
     out = Path(spec["work"]) / spec["mode"]
+    tuning, checkpointing = spec["mode"].split("-")[0], spec["mode"].endswith("-ckpt")
     settings = {
         "model.name_or_path": spec["model"], "data.train": spec["data"]["train"],
         "data.validation": spec["data"]["validation"], "data.test": spec["data"]["test"], "reward.spec": "chrf",
@@ -61,7 +67,8 @@ def worker(spec: dict) -> dict:
         "rollout.max_new_tokens": spec["new_tokens"], "run.steps": spec["steps"], "run.output_dir": str(out),
         "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
         "run.threads": spec["threads"], "run.precision": spec["precision"], "run.device": "cpu",
-        "eval.max_examples": 1, "optim.lr": 1e-5, "lora.r": spec["lora_r"] if spec["mode"] == "lora" else 0,
+        "eval.max_examples": 1, "optim.lr": 1e-5, "lora.r": spec["lora_r"] if tuning == "lora" else 0,
+        "optim.activation_checkpointing": checkpointing,
     }
     config = load_config(None, [f"{k}={v}" for k, v in settings.items()])
     t0 = time.perf_counter()
@@ -87,36 +94,49 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--out", default=str(RESULTS / "lora_memory.json"))
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
+    from rlft.training.runtime import machine_facts
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in MODES for m in modes):
+        ap.error(f"--modes: choose from {', '.join(MODES)}")
+    at_start = machine_facts()
     with tempfile.TemporaryDirectory(prefix="rlft-lora-bench-") as work:
         data = write_prompts(Path(work))
         common = {"model": args.model, "data": data, "work": work, "steps": args.steps, "lora_r": args.lora_r,
                   "kl_coef": args.kl_coef, "prompts": args.prompts, "group": args.group,
                   "new_tokens": args.new_tokens, "threads": args.threads, "precision": args.precision}
         runs = {}
-        for mode in ("full", "lora"):
+        for mode in modes:
             runs[mode] = run_worker("benchmarks.lora_memory", {**common, "mode": mode}, threads=args.threads,
                                     label=f"{mode} run", timeout=args.timeout)
             print(f"{mode}: peak RSS {runs[mode]['peak_rss_mb']:.0f} MB, {runs[mode]['s_per_step']:.2f} s/step "
                   f"({runs[mode]['precision']})", flush=True)
-    full, lora = runs["full"], runs["lora"]
+    ratios = {}
+    for a, b in (("lora", "full"), ("full-ckpt", "full"), ("lora-ckpt", "lora")):
+        if a in runs and b in runs:
+            ratios[f"{a}_vs_{b}"] = {"peak_rss_ratio": runs[a]["peak_rss_mb"] / runs[b]["peak_rss_mb"],
+                                     "s_per_step_ratio": runs[a]["s_per_step"] / runs[b]["s_per_step"]}
     result = {
+        "command": "python -m benchmarks.lora_memory " + " ".join(sys.argv[1:]),
         "date": utc_now(),
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                    "at_start": at_start, "load_average_at_end": machine_facts()["load_average"]},
         "settings": {k: v for k, v in common.items() if k not in ("data", "work")},
         "runs": runs,
-        "lora_vs_full": {"peak_rss_ratio": lora["peak_rss_mb"] / full["peak_rss_mb"],
-                         "s_per_step_ratio": lora["s_per_step"] / full["s_per_step"]},
+        "ratios": ratios,
     }
     out = Path(args.out)
     atomic_write(out, json.dumps(result, indent=1) + "\n")
-    print(f"LoRA / full: peak RSS x{result['lora_vs_full']['peak_rss_ratio']:.2f}, "
-          f"s/step x{result['lora_vs_full']['s_per_step_ratio']:.2f} -> {out}")
+    for name, r in ratios.items():
+        print(f"{name}: peak RSS x{r['peak_rss_ratio']:.2f}, s/step x{r['s_per_step_ratio']:.2f}")
+    print(f"-> {out}")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ class OptimConfig:
     schedule: Schedule = doc("constant", "Learning-rate schedule after warm-up: 'constant', 'linear' or 'cosine' (decay to 0 at the last step).")
     max_grad_norm: float = doc(1.0, "Clip the gradient norm to this value (0 = off).", range="[0, inf)")
     grad_accum: int = doc(1, "Micro-batches per optimizer step: the batch is split into this many parts (same gradient, less memory).", range="[1, inf)")
+    activation_checkpointing: bool = doc(False, "Recompute each layer's activations in the backward instead of keeping them (transformers' gradient checkpointing, non-reentrant): less memory for more compute, and each prompt then runs once per completion in the update (the prompt-shared pass is off). BENCHMARKS.md gives the trade on SmolLM2-135M.")
 
 
 @dataclass(frozen=True)

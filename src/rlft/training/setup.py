@@ -108,7 +108,25 @@ def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     apply_lora(parts.policy, parts.config.lora)
     if parts.precision == "bf16":
         keep_base_in_bf16(parts.policy)  # same numbers under autocast, half the memory, no per-call casts
+    if parts.config.optim.activation_checkpointing:
+        _checkpoint_activations(parts.policy.model)
     return parts
+
+
+def _checkpoint_activations(model: Any) -> None:
+    """transformers' gradient checkpointing, non-reentrant: it needs no input that requires grad,
+    so a LoRA model's frozen embeddings are fine (the reentrant form would need
+    ``enable_input_require_grads``). It acts in train mode only: sampling is unchanged."""
+    from rlft.errors import RlftError
+
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise RlftError(f"optim.activation_checkpointing: {type(model).__name__} does not support "
+                        "gradient checkpointing in transformers")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _prompt_budget(config: Config, policy: Any) -> int:
