@@ -227,3 +227,27 @@ def test_cast_frozen_once_samples_the_same_tokens_with_lora(tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="no-grad"):
         with bf16_emulation.cast_frozen_once(policy.model):
             pass
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("native", [True, False])
+def test_a_bf16_reference_copy_gives_the_numbers_of_the_fp32_copy_under_autocast(tmp_path, arch, native,
+                                                                                  monkeypatch):
+    """load_reference(bf16=True): linear weights stored in bf16 (a head tied to the embeddings is
+    not), the logits under bf16 autocast bit for bit those of the fp32 copy, the policy untouched."""
+    from rlft.config import ModelConfig
+    from rlft.models import load_policy, load_reference
+
+    if native and not bf16_emulation.native_cpu_bf16():
+        pytest.skip("this CPU has no native bf16 matmuls")
+    monkeypatch.setattr(bf16_emulation, "native_cpu_bf16", lambda: native)
+    policy = load_policy(ModelConfig(name_or_path=str(tiny_causal(tmp_path, arch=arch))), device="cpu")
+    fp32, bf16 = load_reference(policy).model, load_reference(policy, bf16=True).model
+    dtypes = {n: p.dtype for n, p in bf16.named_parameters()}
+    assert torch.bfloat16 in dtypes.values() and bf16.dtype == torch.float32
+    assert dtypes[next(n for n in dtypes if "embed_tokens" in n or n.endswith("wte.weight"))] == torch.float32
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in policy.model.parameters())
+    ids = torch.tensor([[5, 9, 12, 7, 3, 30], [8, 8, 2, 41, 17, 6]])
+    with torch.no_grad(), bf16_emulation.autocast("cpu", torch.bfloat16):
+        want, got = fp32(input_ids=ids).logits, bf16(input_ids=ids).logits
+    assert torch.equal(got, want)

@@ -33,6 +33,30 @@ def autocast(device_type: str, dtype: torch.dtype | None) -> contextlib.Abstract
     return _bf16_on_fp32(amp)
 
 
+def store_in_bf16(model: torch.nn.Module, weights) -> int:
+    """Store frozen fp32 matmul weights in bf16, in place; returns how many were converted.
+
+    Under bf16 autocast a linear layer's weight is rounded to bf16 before every matmul, so a frozen
+    weight stored already rounded gives the same products bit for bit, without autocast's copy per
+    call (kept for the backward) and at half the resident size. Only for weights that nothing but
+    autocast matmuls reads: not embeddings (a lookup is not autocast; a tied output head shares
+    them), norms or biases. Used for a LoRA model's base (``rlft.models.lora.keep_base_in_bf16``)
+    and a full fine-tuning run's frozen reference copy (``rlft.models.loading.load_reference``).
+    Nothing is converted when one of ``weights`` is ``model``'s first parameter: transformers reads
+    a model's dtype from it (``model.dtype``, which sets e.g. the attention masks' dtype).
+    """
+    weights = list(weights)
+    first = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if any(w is first for w in weights):
+        return 0
+    done = 0
+    for weight in weights:
+        if weight.dtype == torch.float32 and not weight.requires_grad:
+            weight.data = weight.data.to(torch.bfloat16)
+            done += 1
+    return done
+
+
 @contextlib.contextmanager
 def cast_frozen_once(model: torch.nn.Module, enabled: bool = True):
     """Inside a no-grad autocast block: cast each frozen weight of ``model`` once for the block.

@@ -180,13 +180,15 @@ def restore_dropout_in_saved_config(model: nn.Module, directory: Path) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> "Reference":
+def load_reference(policy: Policy, cfg: ModelConfig | None = None, *, bf16: bool = False) -> "Reference":
     """The frozen starting policy (call before the first update): ``with ref.active() as m: m(...)``.
 
     ``cfg`` is accepted for a future separate reference checkpoint; today the reference is always
     the starting policy, which is what the KL penalty of RLHF-style training measures against.
     With LoRA that is the policy with its adapter switched off (the base weights never train; for
     parts reused after an earlier LoRA run it is the base model, not that run's result).
+    ``bf16``: the copy only ever runs under bf16 autocast, so its linear layers' weights are kept in
+    bf16 (``store_in_bf16``; same numbers): 215 MB less on SmolLM2-135M.
     """
     from rlft.models.reference import Reference
 
@@ -194,4 +196,14 @@ def load_reference(policy: Policy, cfg: ModelConfig | None = None) -> "Reference
         return Reference(policy.model, policy.adapter.disable_adapter)
     reference = copy.deepcopy(policy.model)
     reference.requires_grad_(False)
+    if bf16:
+        from rlft.models.bf16_emulation import store_in_bf16
+
+        embeddings = {m.weight.data_ptr() for m in reference.modules() if isinstance(m, nn.Embedding)}
+        store_in_bf16(reference, (m.weight for m in reference.modules()  # not a head tied to the embeddings
+                                  if _is_linear(m) and m.weight.data_ptr() not in embeddings))
     return Reference(reference.eval())
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's Conv1D
