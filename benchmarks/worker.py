@@ -21,12 +21,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_worker(module: str, spec: dict[str, Any], *, threads: int, label: str, timeout: float) -> dict[str, Any]:
+def run_worker(module: str, spec: dict[str, Any], *, threads: int, label: str, timeout: float,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
     """``python -m module --worker <spec as JSON>`` with ``threads`` BLAS/OpenMP threads, offline and
-    quiet; returns the last JSON object the child printed, or raises with the end of its stderr."""
+    quiet; returns the last JSON object the child printed, or raises with the end of its stderr.
+    ``env``: more environment variables for the child (e.g. PYTHONPATH of another source tree)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", module, "--worker", json.dumps(spec)], capture_output=True,
                           text=True, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
