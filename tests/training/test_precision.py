@@ -75,3 +75,48 @@ def test_the_run_config_records_the_chosen_precision(tmp_path, monkeypatch, tiny
     assert parts.precision == "bf16" and parts.config.run.precision == "bf16"  # saved as config.yaml by the loops
     with parts.autocast():
         assert parts.policy.model.lm_head(torch.ones(1, parts.policy.model.config.hidden_size)).dtype == torch.bfloat16
+
+
+_FRAGMENTS = """
+import sys, torch
+from rlft.training.runtime import release_freed_memory
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+if sys.argv[1] == "on":
+    assert release_freed_memory()
+x = torch.empty(4 << 20, dtype=torch.uint8); x.fill_(1); del x    # glibc raises its threshold to 4 MiB
+before = rss()
+blocks = [torch.ones(2 << 20, dtype=torch.uint8) for _ in range(100)]  # 200 MiB in 2 MiB blocks
+keep = blocks[-1]; del blocks                                        # the last one pins the heap's top
+print(rss() - before)
+"""
+
+
+def test_release_freed_memory_gives_freed_blocks_back(tmp_path):
+    """run.release_memory (runtime.release_freed_memory): 200 MiB of freed 2 MiB blocks stay resident
+    under glibc's default (its threshold rose to 4 MiB when a 4 MiB block was freed), and go back
+    to the system with the fixed 1 MiB threshold."""
+    import ctypes
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("glibc's mallopt only")
+    script = tmp_path / "fragments.py"
+    script.write_text(_FRAGMENTS)
+    kept = {mode: float(subprocess.run([sys.executable, str(script), mode], capture_output=True, text=True,
+                                       check=True).stdout) for mode in ("off", "on")}
+    assert kept["off"] > 150 and kept["on"] < 20, kept
+
+
+def test_a_run_releases_freed_memory_unless_told_not_to(monkeypatch, tiny_causal_dir, tiny_dataset, tmp_path):
+    from rlft.config import load_config
+    from rlft.training.setup import build_parts
+    from tests.conftest import tiny_overrides
+
+    calls = []
+    monkeypatch.setattr(runtime, "release_freed_memory", lambda: calls.append(1) or True)
+    for flag in ("true", "false"):
+        build_parts(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / flag,
+                                                     **{"run.release_memory": flag})))
+    assert calls == [1]  # run.release_memory=true did, false did not

@@ -189,6 +189,26 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def release_freed_memory(threshold: int = 1 << 20) -> bool:
+    """glibc only: serve blocks of ``threshold`` bytes or more from mmap, so that freeing one gives
+    its pages back to the system. glibc's default threshold starts at 128 KiB and rises to the size
+    of each mmapped block freed (up to 32 MiB): after the first training step the activations come
+    from the heap, whose freed holes stay resident, and the resident set keeps the step's high-water
+    mark plus fragmentation. A fixed threshold turns that adjustment off (glibc's mallopt(3)).
+    Returns whether it took effect (False off Linux, or without glibc's ``mallopt``, e.g. musl)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # <malloc.h>
+    return bool(mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(threshold)))
+
+
 def set_threads(n: int | None) -> None:
     """Set torch's CPU intra-op threads; ``None`` keeps torch's default."""
     if n is None:

@@ -59,13 +59,15 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     from rlft.rewards import build_reward
     from rlft.rollout import build_sampler
     from rlft.training.distributed import from_launcher
-    from rlft.training.runtime import autocast_context, resolved_precision, set_threads
+    from rlft.training.runtime import autocast_context, release_freed_memory, resolved_precision, set_threads
 
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # weight-loading bars would interleave with rlft's own
     config = apply_task_defaults(config)
     set_threads(config.run.threads)
+    if config.run.release_memory:
+        release_freed_memory()
     dist = from_launcher(config.run.device)  # launched on many processes: this rank's device
     device = dist.device
     precision = resolved_precision(device, config.run.precision)
