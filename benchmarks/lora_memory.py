@@ -31,7 +31,7 @@ from pathlib import Path
 
 from rlft.atomic import atomic_write
 
-from benchmarks.common import RESULTS, utc_now
+from benchmarks.common import RESULTS, settings_of, utc_now
 from benchmarks.worker import peak_rss_mb, run_worker
 
 MODES = ("full", "lora", "full-ckpt", "lora-ckpt")
@@ -68,7 +68,7 @@ def worker(spec: dict) -> dict:
         "run.eval_every": 0, "run.save_every": 0, "run.progress": False, "run.tensorboard": False,
         "run.threads": spec["threads"], "run.precision": spec["precision"], "run.device": "cpu",
         "eval.max_examples": 1, "optim.lr": 1e-5, "lora.r": spec["lora_r"] if tuning == "lora" else 0,
-        "optim.activation_checkpointing": checkpointing,
+        "optim.activation_checkpointing": checkpointing, **spec.get("settings", {}),
     }
     config = load_config(None, [f"{k}={v}" for k, v in settings.items()])
     t0 = time.perf_counter()
@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--modes", default=",".join(MODES), help="comma list of " + ", ".join(MODES))
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more settings for every mode")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--out", default=str(RESULTS / "lora_memory.json"))
     args = ap.parse_args()
@@ -111,7 +112,8 @@ def main() -> None:
         data = write_prompts(Path(work))
         common = {"model": args.model, "data": data, "work": work, "steps": args.steps, "lora_r": args.lora_r,
                   "kl_coef": args.kl_coef, "prompts": args.prompts, "group": args.group,
-                  "new_tokens": args.new_tokens, "threads": args.threads, "precision": args.precision}
+                  "new_tokens": args.new_tokens, "threads": args.threads, "precision": args.precision,
+                  "settings": settings_of(args.set)}
         runs = {}
         for mode in modes:
             runs[mode] = run_worker("benchmarks.lora_memory", {**common, "mode": mode}, threads=args.threads,
