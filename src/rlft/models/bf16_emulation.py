@@ -74,7 +74,9 @@ def cast_frozen_once(model: torch.nn.Module, enabled: bool = True):
         return
     if torch.is_grad_enabled():
         raise RuntimeError("cast_frozen_once is for no-grad blocks: it would make frozen weights trainable")
-    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    # CPU weights only: on a GPU a cast costs little, and sharded (FSDP) parameters are best left alone
+    frozen = [p for p in model.parameters()
+              if not p.requires_grad and p.is_floating_point() and p.device.type == "cpu"]
     for p in frozen:
         p.requires_grad_(True)
     try:

@@ -108,8 +108,10 @@ def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     parts.config = with_overrides(parts.config, run={"precision": parts.precision})
     # The one place LoRA goes on, for `rlft train` and `rlft sft` alike (`lora.r=0`: no-op).
     apply_lora(parts.policy, parts.config.lora)
-    if parts.precision == "bf16":
-        keep_base_in_bf16(parts.policy)  # same numbers under autocast, half the memory, no per-call casts
+    if parts.precision == "bf16" and parts.device.type == "cpu":
+        # same numbers under autocast, half the memory, no per-call casts; not on GPUs, where FSDP
+        # and DeepSpeed want one dtype per flat parameter and a cast costs little
+        keep_base_in_bf16(parts.policy)
     if parts.config.optim.activation_checkpointing:
         _checkpoint_activations(parts.policy.model)
     return parts
