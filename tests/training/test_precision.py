@@ -109,14 +109,14 @@ def test_release_freed_memory_gives_freed_blocks_back(tmp_path):
     assert kept["off"] > 150 and kept["on"] < 20, kept
 
 
-def test_a_run_releases_freed_memory_unless_told_not_to(monkeypatch, tiny_causal_dir, tiny_dataset, tmp_path):
+def test_a_run_releases_freed_memory_when_told_to(monkeypatch, tiny_causal_dir, tiny_dataset, tmp_path):
     from rlft.config import load_config
     from rlft.training.setup import build_parts
     from tests.conftest import tiny_overrides
 
     calls = []
     monkeypatch.setattr(runtime, "release_freed_memory", lambda: calls.append(1) or True)
-    for flag in ("true", "false"):
-        build_parts(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / flag,
-                                                     **{"run.release_memory": flag})))
-    assert calls == [1]  # run.release_memory=true did, false did not
+    for flag in ("true", "false", None):
+        extra = {} if flag is None else {"run.release_memory": flag}
+        build_parts(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / str(flag), **extra)))
+    assert calls == [1]  # run.release_memory=true did; false and the default (off) did not

@@ -180,7 +180,7 @@ class RunConfig:
     device: str = doc("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
     precision: Precision = doc("auto", "'auto' (CUDA: bf16 autocast where the GPU has bf16, else fp32; CPU: a small matmul is timed in both once per machine, cached, and bf16 taken only where it is over 1.2x faster, i.e. with AVX512-BF16/AMX; the choice is printed and written to the run's config.yaml), 'fp32' or 'bf16' (autocast, fp32 master weights).")
     threads: Optional[int] = doc(None, "torch CPU threads; empty: torch's default.", range="[1, inf)")
-    release_memory: bool = doc(True, "Linux/glibc: memory blocks of 1 MiB or more come from mmap and go back to the system when freed (mallopt M_MMAP_THRESHOLD), so the process's resident memory follows what is in use rather than its high-water mark. BENCHMARKS.md gives its effect on SmolLM2-135M.")
+    release_memory: bool = doc(False, "Linux/glibc: memory blocks of 1 MiB or more come from mmap and go back to the system when freed (mallopt M_MMAP_THRESHOLD), so the process's resident memory follows what is in use rather than its high-water mark; each large allocation then costs fresh pages, which is slow where activations are recomputed. BENCHMARKS.md gives both effects on SmolLM2-135M.")
     eval_every: int = doc(50, "Evaluate on the validation split every N steps (0 = only at the end).", range="[0, inf)")
     save_every: int = doc(50, "Write a checkpoint every N steps (0 = only at the end).", range="[0, inf)")
     keep_checkpoints: int = doc(2, "Keep the newest N step checkpoints (the final one is always kept).", range="[0, inf)")
