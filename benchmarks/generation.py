@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
                     load = os.getloadavg()[0]
                     r = run_worker(MODULE, spec, threads=args.threads, label=f"{name} {precision} {mode}",
                                    timeout=args.timeout, env={"PYTHONPATH": os.pathsep.join([src, str(ROOT)])})
+                    # which rlft the child imported, checked here and recorded without the machine's paths
+                    if Path(r.pop("rlft_file")) != Path(src) / "rlft":
+                        raise RuntimeError(f"{name}: the worker imported rlft from elsewhere than {src}")
+                    r["rlft_from"] = "src/ of this tree" if name == "this tree" else f"src/ of git archive {name}"
                     rows.append({"source": name, "precision": precision, "mode": mode, "load_at_start": load, **r})
                     print(f"{name:>10} {precision} {mode}: {r['median_s']:.2f} s, {r['tokens_per_s']:.0f} tokens/s "
                           f"(prompts {statistics.mean(r['prompt_tokens']):.0f} tokens, load {load:.2f})", flush=True)

@@ -23,7 +23,10 @@ def test_side_by_side_against_a_baseline_tree(tmp_path, monkeypatch):
     result = json.loads(out.read_text())
     rows = result["rows"]
     assert [r["source"] for r in rows] == ["this tree", "HEAD"]
-    assert rows[0]["rlft_file"] != rows[1]["rlft_file"] and rows[1]["rlft_file"].endswith("baseline/src/rlft")
+    # each worker imported the rlft of its own source tree (checked by main); no machine path is kept
+    assert [r["rlft_from"] for r in rows] == ["src/ of this tree", "src/ of git archive HEAD"]
+    text = out.read_text()  # neither the checkout's nor the scratch checkout's path (the command names tmp_path)
+    assert str(generation.ROOT) not in text and "rlft-gen-bench-" not in text
     for r in rows:
         assert len(r["times"]) == 2 and r["slots"] == 8 * 4 * 3 or r["slots"] % (8 * 4) == 0
         assert r["tokens_per_s"] == pytest.approx(r["slots"] / r["median_s"])
