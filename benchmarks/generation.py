@@ -60,7 +60,7 @@ def worker(spec: dict) -> dict:
     examples = parts.splits["train"][:spec["prompts"]]
     prompts = render(parts.config, parts.policy.tokenizer, examples, parts.max_prompt_tokens)
     lengths = [len(parts.policy.tokenizer(p)["input_ids"]) for p in prompts]
-    times, slots, digest = [], [], None
+    times, digest = [], None
     for i in range(1 + spec["repeats"]):
         generator = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
@@ -71,9 +71,9 @@ def worker(spec: dict) -> dict:
             digest = hashlib.sha256(rollout.completion_ids.numpy().tobytes()).hexdigest()[:16]
             continue
         times.append(dt)
-        slots.append(rollout.completion_ids.numel())
-    return {"times": times, "median_s": statistics.median(times), "slots": slots[0],
-            "tokens_per_s": slots[0] / statistics.median(times), "prompt_tokens": lengths,
+    slots = rollout.completion_ids.numel()  # the same every repeat: one seed, the same tokens
+    return {"times": times, "median_s": statistics.median(times), "slots": slots,
+            "tokens_per_s": slots / statistics.median(times), "prompt_tokens": lengths,
             "precision": parts.precision, "tokens_sha256": digest, "rlft_file": str(Path(rlft.__file__).parent)}
 
 

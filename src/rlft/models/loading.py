@@ -201,9 +201,10 @@ def load_reference(policy: Policy, cfg: ModelConfig | None = None, *, bf16: bool
 
         embeddings = {m.weight.data_ptr() for m in reference.modules() if isinstance(m, nn.Embedding)}
         store_in_bf16(reference, (m.weight for m in reference.modules()  # not a head tied to the embeddings
-                                  if _is_linear(m) and m.weight.data_ptr() not in embeddings))
+                                  if is_linear(m) and m.weight.data_ptr() not in embeddings))
     return Reference(reference.eval())
 
 
-def _is_linear(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"  # GPT-2's Conv1D
+def is_linear(module: nn.Module) -> bool:
+    """A linear layer: ``nn.Linear``, or GPT-2's ``Conv1D`` (the same product, weight transposed)."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"

@@ -21,6 +21,7 @@ from torch import nn
 
 from rlft.config import LoraConfig
 from rlft.errors import RlftError
+from rlft.models.loading import is_linear
 
 ADAPTER_DIR = "adapter"          # final/adapter/: the adapter alone, next to the merged model
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -43,7 +44,7 @@ def _linear_names(model: nn.Module) -> set[str]:
     for name, module in model.named_modules():
         if module is head or not name:
             continue
-        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+        if is_linear(module):
             names.add(name.rsplit(".", 1)[-1])
     return names
 

@@ -76,8 +76,7 @@ def train(config: Config, parts: Any = None) -> RunResult:
     run = Run(config, parts, name="rl", total_steps=config.run.steps, dropout=False, eval_at_start=True,
               value_head=value_head)
     # The reference is the starting policy: taken before the resume loads a checkpoint's weights.
-    bf16_copy = parts.precision == "bf16" and parts.device.type == "cpu"  # a frozen copy's weights in bf16
-    reference = (load_reference(policy, config.model, bf16=bf16_copy)  # rlft.models.reference
+    reference = (load_reference(policy, config.model, bf16=parts.frozen_in_bf16)  # rlft.models.reference
                  if algo_cfg.kl_coef > 0 else None)
     traffic = TrafficPrompts(train_set, config.frequency, ro.prompts_per_step, config.run.seed)
     gen = torch.Generator().manual_seed(config.run.seed + 1)

@@ -30,6 +30,13 @@ class Parts:
     max_prompt_tokens: int               # data.max_prompt_tokens, capped by the context window
     dist: Dist = field(default_factory=Dist)  # this process's rank, world and device (one process: 0, 1)
 
+    @property
+    def frozen_in_bf16(self) -> bool:
+        """Whether frozen weights (a LoRA base, full fine-tuning's reference copy) are stored in bf16:
+        under bf16 autocast on a CPU (the same numbers, half the memory, no per-call casts); not on
+        GPUs, where FSDP and DeepSpeed want one dtype per flat parameter and a cast costs little."""
+        return self.precision == "bf16" and self.device.type == "cpu"
+
 
 def apply_task_defaults(config: Config) -> Config:
     """Fill in a bundled task's data paths, template, instruction, reward and metric, and what a
@@ -108,9 +115,7 @@ def prepare_parts(config: Config, parts: Parts | None = None) -> Parts:
     parts.config = with_overrides(parts.config, run={"precision": parts.precision})
     # The one place LoRA goes on, for `rlft train` and `rlft sft` alike (`lora.r=0`: no-op).
     apply_lora(parts.policy, parts.config.lora)
-    if parts.precision == "bf16" and parts.device.type == "cpu":
-        # same numbers under autocast, half the memory, no per-call casts; not on GPUs, where FSDP
-        # and DeepSpeed want one dtype per flat parameter and a cast costs little
+    if parts.frozen_in_bf16:
         keep_base_in_bf16(parts.policy)
     if parts.config.optim.activation_checkpointing:
         _checkpoint_activations(parts.policy.model)
