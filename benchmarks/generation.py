@@ -3,6 +3,7 @@
 ```
 python -m benchmarks.generation --baseline-rev db8bad3          # smollm2-135m, fp32 and bf16, full and LoRA
 python -m benchmarks.generation --precisions bf16 --modes lora --repeats 5 --out /tmp/gen.json
+python -m benchmarks.generation --compile --out benchmarks/results/generation-compile.json  # + rollout.compile
 ```
 
 What one RL step's rollout does: B prompts of the bundled summarization task rendered with the chat
@@ -14,7 +15,9 @@ the two sources alternate run by run, each run in its own process, so the ratio 
 side. The issue on performance took its "today" figure before its own work began (commit db8bad3).
 tokens/s counts every sampled slot, B x G x (steps decoded): the work the loop does. The sampled
 tokens of the two sources are compared (same seed): a speed change that changed the tokens shows.
-Records the CPU flags and the load average; refuses to start on a busy machine like
+``--compile`` adds this tree with ``rollout.compile=true`` (its warm-up sampling, the compilation, is
+recorded apart as ``warmup_s``; the timed samplings reuse the compiled step). Records the CPU flags
+and the load average; refuses to start on a busy machine like
 ``benchmarks.throughput``. Writes ``benchmarks/results/generation.{json,md}`` (or ``--out``).
 """
 
@@ -36,6 +39,7 @@ from benchmarks.common import RESULTS, utc_now
 from benchmarks.worker import run_worker
 
 MODULE = "benchmarks.generation"
+COMPILED = "this tree, compiled"
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -55,6 +59,8 @@ def worker(spec: dict) -> dict:
     settings = {"model.name_or_path": spec["model"], "data.task": "summarization", "data.template": "chat",
                 "run.precision": spec["precision"], "run.threads": spec["threads"], "run.device": "cpu",
                 "run.progress": False, "lora.r": spec["lora_r"] if spec["mode"] == "lora" else 0}
+    if spec.get("compile"):  # only then: an earlier tree's config may not know the setting
+        settings["rollout.compile"] = True
     config = load_config(None, [f"{k}={v}" for k, v in settings.items()])
     parts = prepare_parts(config)
     examples = parts.splits["train"][:spec["prompts"]]
@@ -67,12 +73,13 @@ def worker(spec: dict) -> dict:
         rollout = parts.sampler.sample(prompts, spec["group"], temperature=1.0, max_new_tokens=spec["new_tokens"],
                                        generator=generator)
         dt = time.perf_counter() - t0
-        if i == 0:  # warm-up
+        if i == 0:  # warm-up (with rollout.compile: the compilation)
+            warmup = dt
             digest = hashlib.sha256(rollout.completion_ids.numpy().tobytes()).hexdigest()[:16]
             continue
         times.append(dt)
     slots = rollout.completion_ids.numel()  # the same every repeat: one seed, the same tokens
-    return {"times": times, "median_s": statistics.median(times), "slots": slots,
+    return {"times": times, "warmup_s": warmup, "median_s": statistics.median(times), "slots": slots,
             "tokens_per_s": slots / statistics.median(times), "prompt_tokens": lengths,
             "precision": parts.precision, "tokens_sha256": digest, "rlft_file": str(Path(rlft.__file__).parent)}
 
@@ -98,6 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--group", type=int, default=4, help="G")
     ap.add_argument("--new-tokens", type=int, default=24, help="T")
     ap.add_argument("--repeats", type=int, default=3, help="timed samplings per run, after one warm-up")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time this tree with rollout.compile=true (its warm-up is the compilation)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-load", type=float, default=None, help="refuse above this 1-minute load (0.75 per core)")
     ap.add_argument("--allow-busy", action="store_true", help="run anyway above --max-load; the results say BUSY")
@@ -120,22 +129,25 @@ def main(argv: list[str] | None = None) -> None:
     common = {k: getattr(args, k) for k in ("model", "lora_r", "prompts", "group", "new_tokens", "repeats", "threads")}
     rows = []
     with tempfile.TemporaryDirectory(prefix="rlft-gen-bench-") as scratch:
-        sources = {"this tree": str(ROOT / "src")}
+        sources = {"this tree": (str(ROOT / "src"), False)}
+        if args.compile:
+            sources[COMPILED] = (str(ROOT / "src"), True)
         if args.baseline_rev:
-            sources[args.baseline_rev] = str(checkout(args.baseline_rev, Path(scratch) / "baseline"))
+            sources[args.baseline_rev] = (str(checkout(args.baseline_rev, Path(scratch) / "baseline")), False)
         for precision in args.precisions.split(","):
             for mode in args.modes.split(","):
-                for name, src in sources.items():  # alternating: the pair of runs sees the same machine
-                    spec = {**common, "precision": precision, "mode": mode}
+                for name, (src, compiled) in sources.items():  # alternating: the runs see the same machine
+                    spec = {**common, "precision": precision, "mode": mode, "compile": compiled}
                     load = os.getloadavg()[0]
                     r = run_worker(MODULE, spec, threads=args.threads, label=f"{name} {precision} {mode}",
                                    timeout=args.timeout, env={"PYTHONPATH": os.pathsep.join([src, str(ROOT)])})
                     # which rlft the child imported, checked here and recorded without the machine's paths
                     if Path(r.pop("rlft_file")) != Path(src) / "rlft":
                         raise RuntimeError(f"{name}: the worker imported rlft from elsewhere than {src}")
-                    r["rlft_from"] = "src/ of this tree" if name == "this tree" else f"src/ of git archive {name}"
+                    r["rlft_from"] = "src/ of this tree" if src == str(ROOT / "src") else f"src/ of git archive {name}"
                     rows.append({"source": name, "precision": precision, "mode": mode, "load_at_start": load, **r})
-                    print(f"{name:>10} {precision} {mode}: {r['median_s']:.2f} s, {r['tokens_per_s']:.0f} tokens/s "
+                    print(f"{name:>10} {precision} {mode}: {r['median_s']:.2f} s (warm-up {r['warmup_s']:.1f} s), "
+                          f"{r['tokens_per_s']:.0f} tokens/s "
                           f"(prompts {statistics.mean(r['prompt_tokens']):.0f} tokens, load {load:.2f})", flush=True)
     result = {"command": f"python -m {MODULE} " + " ".join(sys.argv[1:] if argv is None else argv),
               "date": utc_now(), "settings": common, "baseline_rev": args.baseline_rev or None, "busy": busy,
@@ -148,14 +160,19 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def speedups(rows: list[dict], baseline: str) -> list[dict]:
-    """Per (precision, mode): this tree's tokens/s over the baseline's, and whether the tokens matched."""
+    """Per (precision, mode): tokens/s of this tree (and of this tree compiled) over the baseline's
+    (and the compiled over the eager), and whether the sampled tokens matched."""
+    pairs = [("this tree", baseline), (COMPILED, baseline), (COMPILED, "this tree")]
     out = []
     for r in rows:
-        if r["source"] != "this tree" or not baseline:
-            continue
-        base = next(b for b in rows if b["source"] == baseline and (b["precision"], b["mode"]) == (r["precision"], r["mode"]))
-        out.append({"precision": r["precision"], "mode": r["mode"], "ratio": r["tokens_per_s"] / base["tokens_per_s"],
-                    "same_tokens": r["tokens_sha256"] == base["tokens_sha256"]})
+        for source, against in pairs:
+            base = next((b for b in rows if b["source"] == against and
+                         (b["precision"], b["mode"]) == (r["precision"], r["mode"])), None)
+            if r["source"] != source or not against or base is None:
+                continue
+            out.append({"precision": r["precision"], "mode": r["mode"], "source": source, "against": against,
+                        "ratio": r["tokens_per_s"] / base["tokens_per_s"],
+                        "same_tokens": r["tokens_sha256"] == base["tokens_sha256"]})
     return out
 
 
@@ -168,15 +185,16 @@ def markdown(result: dict) -> str:
              f"{m['load_average_at_end'][0]:.2f} at the end. Median of {s['repeats']} samplings after a warm-up, "
              "each source in its own process, alternating." + (" **BUSY MACHINE: run above the load limit.**"
                                                                  if result["busy"] else ""), "",
-             "| source | precision | mode | prompt tokens (mean) | s per sampling | tokens/s | load at start |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "| source | precision | mode | prompt tokens (mean) | warm-up s | s per sampling | tokens/s | load at start |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
+        warmup = f"{r['warmup_s']:.1f}" if "warmup_s" in r else "-"
         lines.append(f"| {r['source']} | {r['precision']} | {r['mode']} | {statistics.mean(r['prompt_tokens']):.0f} | "
-                     f"{r['median_s']:.2f} | {r['tokens_per_s']:.0f} | {r['load_at_start']:.2f} |")
+                     f"{warmup} | {r['median_s']:.2f} | {r['tokens_per_s']:.0f} | {r['load_at_start']:.2f} |")
     if result["speedups"]:
-        lines += ["", "| precision | mode | x baseline | same tokens |", "|---|---|---:|---|"]
-        lines += [f"| {x['precision']} | {x['mode']} | {x['ratio']:.2f}x | {'yes' if x['same_tokens'] else 'no'} |"
-                  for x in result["speedups"]]
+        lines += ["", "| precision | mode | source | against | tokens/s ratio | same tokens |", "|---|---|---|---|---:|---|"]
+        lines += [f"| {x['precision']} | {x['mode']} | {x.get('source', 'this tree')} | {x.get('against', result['baseline_rev'])} | "
+                  f"{x['ratio']:.2f}x | {'yes' if x['same_tokens'] else 'no'} |" for x in result["speedups"]]
     return "\n".join(lines) + "\n"
 
 

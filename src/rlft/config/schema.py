@@ -102,6 +102,7 @@ class DataConfig:
 class RolloutConfig:
     engine: Engine = doc("plain", "Sampling engine: 'plain' (KV-cache decode loop; `generate` for encoder-decoders) or 'vllm' (GPU, decoder-only, the 'vllm' extra: vLLM samples, the policy's weights or its LoRA adapter are pushed to it after every update, the trainer re-scores the tokens and the difference is logged as engine_logprob_abs_diff/max_diff/bias; see docs/scaling.md).")
     vllm_gpu_memory: float = doc(0.3, "rollout.engine=vllm: share of the GPU's memory vLLM may take (its gpu_memory_utilization); the trainer uses the rest.", range="(0, 1)")
+    compile: bool = doc(False, "rollout.engine=plain, decoder-only models: run the decode steps through torch.compile over a static KV cache (rlft.rollout.compiled_decode). Same tokens up to summation order; the first sampling compiles (once per process and batch shape: 1.5-3 minutes for SmolLM2-135M on 2 CPU cores). Meant for GPUs, where a decode step is bound by kernel launches; not measured on one yet. On a 2-core CPU it gave no gain (0.70-1.04x tokens/s, BENCHMARKS.md). Needs a C++ compiler on CPU.")
     prompts_per_step: int = doc(8, "B: unique prompts sampled per RL step.", range="[1, inf)")
     group_size: int = doc(4, "G: completions sampled per prompt.", range="[1, inf)")
     max_new_tokens: int = doc(48, "Longest completion; a completion that reaches it without EOS counts as truncated.", range="[1, inf)")

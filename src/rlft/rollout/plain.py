@@ -28,6 +28,7 @@ from rlft.models.forward import cache_kwarg, forward_accepts, output_cache
 from rlft.models.loading import Policy
 from rlft.models.logprobs import completion_logprobs, token_logprobs
 from rlft.rollout.base import Rollout
+from rlft.rollout.compiled_decode import CompiledStep, static_copy
 from rlft.rollout.growing_cache import use_growing_layers
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,13 @@ class PlainSampler:
     """Samples G completions per prompt; implements ``rlft.rollout.base.Sampler``.
 
     ``autocast``: a dtype such as ``torch.bfloat16`` to run the forward passes under
-    ``torch.autocast`` (None: the model's own dtype).
+    ``torch.autocast`` (None: the model's own dtype). ``compile``: decode steps through
+    ``torch.compile`` (``rlft.rollout.compiled_decode``; decoder-only models).
     """
 
     def __init__(self, policy: Policy, *, max_prompt_tokens: int = 256, overlong: str = "truncate",
-                 device: str | torch.device | None = None, autocast: torch.dtype | None = None):
+                 device: str | torch.device | None = None, autocast: torch.dtype | None = None,
+                 compile: bool = False):
         check_choice("data.overlong", overlong)
         self.policy = policy
         self.max_prompt_tokens = max_prompt_tokens
@@ -54,6 +57,9 @@ class PlainSampler:
         # Copying one prefilled cache G times; False forces prefilling G copies of each prompt
         # (what happens anyway for caches that cannot be copied).
         self.expand_cache = True
+        # rollout.compile: decode steps through torch.compile over a static cache (decoder-only)
+        self.compile = compile
+        self._compiled: CompiledStep | None = None
 
     # -- Sampler protocol -------------------------------------------------------------------------
 
@@ -120,11 +126,13 @@ class PlainSampler:
     def _decode_causal(self, ids, mask, group_size, temperature, top_p, top_k, max_new_tokens,
                        generator) -> tuple[torch.Tensor, torch.Tensor]:
         logits, cache, mask = self._prefill(ids, mask, group_size, max_new_tokens)  # (N, V), N-row cache, (N, P)
+        width = mask.shape[1]
+        static = self._static_step(cache, width + max_new_tokens) if self.compile and max_new_tokens > 1 else None
+        step_fn, cache = static if static is not None else (None, cache)
         n = logits.shape[0]
         eos = torch.tensor(self._eos_ids(), dtype=torch.long, device=self.device)
         pad = self._pad_id()
         position = mask.sum(-1, keepdim=True)                          # (N, 1) next position id
-        width = mask.shape[1]
         # One mask for the whole decode, sliced per step (not re-concatenated every step).
         mask = torch.cat([mask, mask.new_ones((n, max_new_tokens))], dim=1)              # (N, P+T)
         finished = torch.zeros(n, dtype=torch.bool, device=self.device)
@@ -139,11 +147,28 @@ class PlainSampler:
                 break
             # Finished rows keep decoding padding (cheaper than reshaping the cache); their
             # outputs are discarded by cut_at_eos.
-            out = self.policy.model(input_ids=token[:, None], attention_mask=mask[:, :width + step + 1],
-                                    position_ids=position, use_cache=True, **{cache_kwarg(self.policy.model): cache})
-            cache, logits = output_cache(out), out.logits[:, -1]
+            if step_fn is not None:  # the static cache's full width at every step: one compiled shape
+                logits = step_fn(token, mask, position, width + step, cache)
+            else:
+                out = self.policy.model(input_ids=token[:, None], attention_mask=mask[:, :width + step + 1],
+                                        position_ids=position, use_cache=True,
+                                        **{cache_kwarg(self.policy.model): cache})
+                cache, logits = output_cache(out), out.logits[:, -1]
             position = position + 1
         return torch.stack(tokens, 1), torch.stack(logprobs, 1)                          # (N, T)
+
+    def _static_step(self, cache, length: int):
+        """(the compiled decode step, the prefilled cache copied into a static one of ``length``
+        slots), or None when this model's cache cannot be static (then compile is off for good)."""
+        static = static_copy(cache, self.policy.model, length)
+        if static is None:
+            log.warning("rollout.compile: %s's cache cannot be made static; decoding without torch.compile",
+                        type(self.policy.model).__name__)
+            self.compile = False
+            return None
+        if self._compiled is None:
+            self._compiled = CompiledStep(self.policy.model)
+        return self._compiled, static
 
     def _prefill(self, ids, mask, group_size, max_new_tokens):
         """Run the B prompts once and return the last logits and the cache, both for B*G rows."""

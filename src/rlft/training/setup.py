@@ -93,7 +93,8 @@ def build_parts(config: Config, *, need_data: bool = True) -> Parts:
     def autocast():
         return autocast_context(device, precision)
 
-    engine_options = {"gpu_memory": config.rollout.vllm_gpu_memory} if config.rollout.engine == "vllm" else {}
+    engine_options = ({"gpu_memory": config.rollout.vllm_gpu_memory} if config.rollout.engine == "vllm"
+                      else {"compile": config.rollout.compile})
     sampler = build_sampler(config.rollout.engine, policy, max_prompt_tokens=max_prompt,
                             overlong=config.data.overlong, device=device,
                             autocast=torch.bfloat16 if precision == "bf16" else None, **engine_options)
