@@ -166,9 +166,11 @@ def speedups(rows: list[dict], baseline: str) -> list[dict]:
     out = []
     for r in rows:
         for source, against in pairs:
+            if r["source"] != source or not against:
+                continue
             base = next((b for b in rows if b["source"] == against and
                          (b["precision"], b["mode"]) == (r["precision"], r["mode"])), None)
-            if r["source"] != source or not against or base is None:
+            if base is None:
                 continue
             out.append({"precision": r["precision"], "mode": r["mode"], "source": source, "against": against,
                         "ratio": r["tokens_per_s"] / base["tokens_per_s"],

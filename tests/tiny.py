@@ -195,6 +195,18 @@ def tiny_gguf(model_dir: Path, out: Path) -> Path:
 
 
 # B = 3 prompts of unequal length, G = 3 completions each that end in EOS at different columns, then PAD
+# Prompts of different lengths for the sampler's tests (left padding, rows ending apart).
+TEXT_PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
+
+
+def stop_early(policy, rollout, monkeypatch) -> int:
+    """A random tiny model rarely emits EOS: make a token it does emit (row 0's fourth) a second EOS,
+    so rows end at different columns and finished rows keep decoding padding through the cache."""
+    stop = int(rollout.completion_ids[0, 3])
+    monkeypatch.setattr(policy.model.generation_config, "eos_token_id", [EOS, stop])
+    return stop
+
+
 GROUPED_PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
 GROUPED_COMPLETIONS = [
     [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],

@@ -7,13 +7,11 @@ a no-op gives the stock cache, which is the reference here.
 
 import pytest
 import torch
-from tests.tiny import EOS, PAD
+from tests.tiny import EOS, PAD, TEXT_PROMPTS as PROMPTS, stop_early
 
 from rlft.models import completion_logprobs
 from rlft.rollout import PlainSampler
 from rlft.rollout import growing_cache, plain
-
-PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
 
 
 def _layer_pair(reserve):
@@ -83,19 +81,11 @@ def _stock(monkeypatch):
     monkeypatch.setattr(plain, "use_growing_layers", lambda cache, tokens: None)
 
 
-def _stop_early(policy, rollout, monkeypatch):
-    """A random tiny model rarely emits EOS: make a token it does emit a second EOS, so rows end at
-    different columns and finished rows keep decoding padding through the cache."""
-    stop = int(rollout.completion_ids[0, 3])
-    monkeypatch.setattr(policy.model.generation_config, "eos_token_id", [EOS, stop])
-    return stop
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_greedy_equals_stock_cache_and_generate(arch, policies, monkeypatch):
     policy = policies[arch]
     sampler = PlainSampler(policy, max_prompt_tokens=64, device="cpu")
-    stop = _stop_early(policy, sampler.greedy(PROMPTS, max_new_tokens=12), monkeypatch)
+    stop = stop_early(policy, sampler.greedy(PROMPTS, max_new_tokens=12), monkeypatch)
     swapped = _spy_reserve(monkeypatch)
     greedy = sampler.greedy(PROMPTS, max_new_tokens=12)
     assert len(swapped) == 2
@@ -125,7 +115,7 @@ def test_sampling_equals_stock_cache_and_completion_logprobs(arch, policies, mon
         return sampler.sample(PROMPTS, 3, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=16,
                               generator=torch.Generator().manual_seed(7))
 
-    _stop_early(policy, draw(), monkeypatch)
+    stop_early(policy, draw(), monkeypatch)
     swapped = _spy_reserve(monkeypatch)
     growing = draw()
     assert len(swapped) == 2

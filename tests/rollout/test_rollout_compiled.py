@@ -10,13 +10,10 @@ import logging
 
 import pytest
 import torch
-from tests.tiny import EOS
+from tests.tiny import TEXT_PROMPTS as PROMPTS, stop_early
 
 from rlft.rollout import PlainSampler
 from rlft.rollout.compiled_decode import CompiledStep
-
-PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
-
 
 def _samplers(policy, backend="aot_eager"):
     eager = PlainSampler(policy, max_prompt_tokens=64, device="cpu")
@@ -37,12 +34,6 @@ class CountingStep(CompiledStep):
         return super().__call__(*args, **kwargs)
 
 
-def _stop_early(policy, rollout, monkeypatch):
-    """A second EOS the tiny model does emit, so rows end at different steps."""
-    stop = int(rollout.completion_ids[0, 3])
-    monkeypatch.setattr(policy.model.generation_config, "eos_token_id", [EOS, stop])
-
-
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_compiled_sampling_equals_eager(arch, policies, monkeypatch):
     policy = policies[arch]
@@ -52,7 +43,7 @@ def test_compiled_sampling_equals_eager(arch, policies, monkeypatch):
         return sampler.sample(PROMPTS, 3, temperature=1.0, top_p=0.95, top_k=0, max_new_tokens=14,
                               generator=torch.Generator().manual_seed(3))
 
-    _stop_early(policy, draw(eager), monkeypatch)
+    stop_early(policy, draw(eager), monkeypatch)
     want, got = draw(eager), draw(compiled)
     assert compiled._compiled.calls > 0 and compiled.compile
     assert len(set(want.lengths.tolist())) > 1        # rows ended at different steps

@@ -1,9 +1,9 @@
 """Compiled decoding (``rollout.compile``, a speed path of ``rlft.rollout.plain``): the decode steps
 of a decoder-only model run through ``torch.compile`` over a static KV cache.
 
-A decode step of a small model on a CPU is bound by the cost of running hundreds of small
-operators one by one from Python, not by its matmuls. ``torch.compile`` traces the step once and
-fuses it into a few generated kernels; for that the step's shapes must not change from one token
+Where a decode step is bound by running hundreds of small operators one by one (a small model on a
+GPU, where each is a kernel launch), ``torch.compile`` traces the step once and fuses it into a
+few generated kernels; for that the step's shapes must not change from one token
 to the next, so the cache is transformers' ``StaticCache`` (room for the whole prompt plus
 completion from the start) and the attention mask has its full width at every step. The prompt
 is still prefilled once per prompt, in eager mode, into the plain cache (compiling the prefill
@@ -19,7 +19,8 @@ model's decode step is bound by kernel launches; that has not been measured here
 
 Same tokens and log-probabilities as the eager loop up to floating-point summation order
 (tested on tiny models; on SmolLM2-135M fp32, 8 prompts x 12 greedy tokens: the same tokens,
-log-probabilities within 8e-6; 32 sampled rows of 24 tokens: 31 identical, one parted at step 17); it falls back to the eager loop, with one warning, for caches it cannot build statically
+log-probabilities within 8e-6; 32 sampled rows of 24 tokens: 31 identical, one parted at step 17).
+It falls back to the eager loop, with one warning, for caches it cannot build statically
 (sliding-window or hybrid layers) and for models whose forward transformers does not mark as
 compilable.
 """
@@ -67,7 +68,9 @@ def static_copy(cache: Any, model: torch.nn.Module, length: int) -> Any | None:
 
 class CompiledStep:
     """One decode step, ``step(token (N,), mask (N, L), position (N, 1), at (int), cache) -> logits (N, V)``,
-    compiled on first use. ``at`` is the cache slot of ``token`` (the prompt width plus the step).
+    compiled on first use. ``at`` is the cache slot of ``token`` (the prompt width plus the step);
+    only a transformers whose forward takes ``cache_position`` reads it (from 5.24 the static cache
+    counts its own fill).
 
     ``backend`` is torch.compile's (the tests use 'aot_eager', which traces the same graph without
     generating C++).
@@ -85,11 +88,11 @@ class CompiledStep:
         if self._fn is None:
             self._fn = torch.compile(self._step, backend=self.backend)
         # the slot as a tensor: a Python int would be baked into the graph and recompile every step
-        slot = torch.tensor([at], dtype=torch.long, device=token.device)
+        slot = torch.tensor([at], dtype=torch.long, device=token.device) if self._positions else None
         return self._fn(token, mask, position, slot, cache)
 
     def _step(self, token, mask, position, slot, cache):
-        extra = {"cache_position": slot} if self._positions else {}
+        extra = {"cache_position": slot} if slot is not None else {}
         out = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                          **{self._cache_name: cache}, **extra)
         return out.logits[:, -1]
