@@ -194,7 +194,6 @@ def tiny_gguf(model_dir: Path, out: Path) -> Path:
     return out
 
 
-# B = 3 prompts of unequal length, G = 3 completions each that end in EOS at different columns, then PAD
 # Prompts of different lengths for the sampler's tests (left padding, rows ending apart).
 TEXT_PROMPTS = ["the cat sat on the mat", "hello", "translate to french: good morning", "a dog ran"]
 
@@ -207,6 +206,7 @@ def stop_early(policy, rollout, monkeypatch) -> int:
     return stop
 
 
+# B = 3 prompts of unequal length, G = 3 completions each that end in EOS at different columns, then PAD
 GROUPED_PROMPTS = [[1, 40, 41, 42, 43, 44], [1, 50], [1, 60, 61, 62]]
 GROUPED_COMPLETIONS = [
     [[70, 71, EOS, PAD, PAD], [72, 73, 74, 75, 76], [EOS, PAD, PAD, PAD, PAD]],
