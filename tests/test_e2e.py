@@ -123,6 +123,35 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, tiny_causal_dir, tiny_dat
         assert any(v.abs().max() > 0 for k, v in aa.items() if "lora_B" in k)  # the adapter trained
 
 
+def test_rl_continues_a_lora_sft_run_from_its_adapter(tmp_path, tiny_causal_dir, tiny_dataset):
+    """`rlft sft` with LoRA, then `rlft train` with lora.init_adapter=<its final/>: the first
+    rollouts' KL is 0 (the reference is the SFT policy, not the base model), the adapter trains on
+    from the SFT adapter, and a resumed run reproduces the uninterrupted one."""
+    from safetensors.torch import load_file
+
+    from rlft.training.loop import train
+    from rlft.training.sft import sft
+
+    lora = {"lora.r": 4, "lora.alpha": 8}
+    first = sft(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "sft", **lora, **{
+        "run.steps": 6, "sft.batch_size": 8, "sft.epochs": 10, "optim.lr": 1e-2})))
+    start = load_file(str(first.final_dir / "adapter" / "adapter_model.safetensors"))
+    assert any(v.abs().max() > 0.01 for k, v in start.items() if "lora_B" in k)  # SFT moved the adapter
+    common = {**lora, "lora.init_adapter": str(first.final_dir), "algo.name": "rloo", "algo.kl_coef": 0.05,
+              "run.steps": 4, "run.save_every": 2, "optim.lr": 1e-2}
+    full = train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "full", **common)))
+    rows = _rows(full.run_dir)
+    assert abs(rows[0]["kl"]) < 1e-5 and abs(rows[-1]["kl"]) > 1e-4
+    after = load_file(str(full.final_dir / "adapter" / "adapter_model.safetensors"))
+    assert after.keys() == start.keys() and any(not torch.equal(after[k], start[k]) for k in start)
+    train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "cut", **{**common, "run.steps": 2})))
+    resumed = train(load_config(None, tiny_overrides(tiny_causal_dir, tiny_dataset, tmp_path / "cut",
+                                                     **{**common, "run.resume": True})))
+    assert [r["kl"] for r in _rows(resumed.run_dir)] == [r["kl"] for r in rows]
+    again = load_file(str(resumed.final_dir / "adapter" / "adapter_model.safetensors"))
+    assert all(torch.equal(again[k], after[k]) for k in after)
+
+
 def test_bad_reward_steps_are_skipped_and_counted(tmp_path, tiny_causal_dir, tiny_dataset, monkeypatch):
     from rlft.training.loop import train
     from rlft.training.setup import build_parts

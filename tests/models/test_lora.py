@@ -156,3 +156,69 @@ def test_a_bf16_base_gives_the_numbers_of_bf16_autocast_on_the_fp32_base(dirs, n
     prefix, layer = next((n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer))
     want = layer.get_base_layer().weight.float() + layer.get_delta_weight("default").float()
     assert torch.equal(merged[f"{prefix}.weight"], want)
+
+
+@pytest.mark.parametrize("name", ["llama", "gpt2", "seq2seq"])
+def test_init_adapter_starts_from_the_saved_adapter_and_the_reference_stays_there(dirs, name, tmp_path):
+    """lora.init_adapter: the policy starts as the saved run's policy; the KL reference is that
+    policy (not the base model) while the trained adapter moves; only the trained adapter has
+    gradients and is saved; the reference switch leaves every requires_grad flag as it was."""
+    from rlft.models import load_reference
+    from rlft.training.checkpoint import export_final
+
+    saved = _fresh(dirs, name)
+    apply_lora(saved, LoraConfig(r=4, alpha=8))
+    _trained_adapter(saved)
+    first = export_final(tmp_path / "first", saved.trainable, saved.tokenizer)
+    x = torch.tensor([[5, 6, 7, 8, 9]])
+    kw = {"decoder_input_ids": x} if saved.is_seq2seq else {}
+
+    def logits(model):
+        with torch.no_grad():
+            return model(input_ids=x, **kw).logits
+
+    want, base = logits(saved.model), logits(_fresh(dirs, name).model)
+    assert (want - base).abs().max() > 1e-2  # the saved adapter does change the outputs
+
+    policy = _fresh(dirs, name)
+    apply_lora(policy, LoraConfig(r=4, alpha=8, init_adapter=str(first)))  # a run's final/: its adapter/ is read
+    torch.testing.assert_close(logits(policy.model), want, atol=1e-6, rtol=1e-6)
+    trainable = {n for n, p in policy.model.named_parameters() if p.requires_grad}
+    assert trainable and all(".default." in n for n in trainable)
+    reference = load_reference(policy)
+    with torch.no_grad():  # a training step moves the trained adapter
+        for n, p in policy.model.named_parameters():
+            if "lora_B.default" in n:
+                p.add_(0.5)
+    moved = logits(policy.model)
+    assert (moved - want).abs().max() > 1e-2
+    with reference.active() as ref:
+        torch.testing.assert_close(logits(ref), want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(logits(policy.model), moved, atol=0, rtol=0)  # the trained adapter is back
+    assert {n for n, p in policy.model.named_parameters() if p.requires_grad} == trainable
+
+    out = export_final(tmp_path / "second", policy.trainable, policy.tokenizer)
+    assert not [p for p in (out / "adapter").iterdir() if p.is_dir()]  # peft puts other adapters in subfolders
+    again = _fresh(dirs, name)  # the second run's adapter, loaded the same way, is the moved policy
+    apply_lora(again, LoraConfig(r=4, alpha=8, init_adapter=str(out / "adapter")))
+    torch.testing.assert_close(logits(again.model), moved, atol=1e-6, rtol=1e-6)
+
+
+def test_init_adapter_errors_name_the_setting_and_the_difference(dirs, tmp_path):
+    from rlft.training.checkpoint import export_final
+
+    saved = _fresh(dirs, "llama")
+    apply_lora(saved, LoraConfig(r=4, alpha=8, target_modules="q_proj,v_proj"))
+    first = export_final(tmp_path / "first", saved.trainable, saved.tokenizer)
+    with pytest.raises(RlftError, match=r"lora.init_adapter: .*adapter_config.json was saved with r 4 \(this run: 8\); "
+                                        r"lora_alpha 8 \(this run: 16.0\); target_modules"):
+        apply_lora(_fresh(dirs, "llama"), LoraConfig(r=8, init_adapter=str(first)))
+    with pytest.raises(RlftError, match=r"lora.init_adapter: no adapter_model.safetensors in .*nowhere"):
+        apply_lora(_fresh(dirs, "llama"), LoraConfig(r=4, init_adapter=str(tmp_path / "nowhere")))
+    with pytest.raises(RlftError, match=r"lora.init_adapter needs lora.r > 0"):
+        load_config(None, [f"lora.init_adapter={first}"])
+    other = tiny_causal(tmp_path, arch="gpt2")  # the same settings on another model: its shapes do not fit
+    (first / "adapter" / "adapter_config.json").unlink()
+    with pytest.raises(RlftError, match=r"adapter_model.safetensors: adapter weights do not fit this (model|run)"):
+        apply_lora(load_policy(ModelConfig(name_or_path=str(other))),
+                   LoraConfig(r=4, alpha=8, target_modules="c_attn", init_adapter=str(first)))

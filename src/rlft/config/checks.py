@@ -42,6 +42,8 @@ def validate(config: Config) -> None:
             raise RlftError(f"config: {key} must be {meta['range']}, got {value!r}")
     if not [m for m in config.lora.target_modules.split(",") if m.strip()]:
         raise RlftError("config: lora.target_modules must be 'auto' or a comma list of module names, got ''")
+    if config.lora.init_adapter and config.lora.r == 0:
+        raise RlftError("config: lora.init_adapter needs lora.r > 0 (the rank the adapter was saved with)")
     allowed = KL_MODE_ESTIMATORS[config.algo.kl_mode]
     if config.algo.kl_estimator not in allowed:
         raise RlftError(f"config: algo.kl_estimator={config.algo.kl_estimator!r} does not fit algo.kl_mode="

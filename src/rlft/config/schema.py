@@ -167,10 +167,11 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LoraConfig:
-    r: int = doc(0, "LoRA rank: train low-rank adapters (through PEFT) instead of every weight; 0 = off (full fine-tuning). The KL reference is then the model with its adapter switched off, not a second copy.", range="[0, inf)")
+    r: int = doc(0, "LoRA rank: train low-rank adapters (through PEFT) instead of every weight; 0 = off (full fine-tuning). The KL reference is then the model with its adapter switched off (or set to lora.init_adapter), not a second copy.", range="[0, inf)")
     alpha: float = doc(16.0, "LoRA scale numerator: the adapter's update B @ A is scaled by alpha / r.", range="(0, inf)")
     dropout: float = doc(0.0, "Dropout on the adapter's input. The RL loop turns every dropout off (sampling and update must see one policy); SFT applies it.", range="[0, 1)")
     target_modules: str = doc("auto", "Modules that get adapters: 'auto' (the attention and MLP projections found in the model, e.g. q/k/v/o/gate/up/down_proj for Llama, c_attn/c_proj/c_fc for GPT-2, q/k/v/o/wi/wo for T5) or a comma list of module names.")
+    init_adapter: str = doc("", "Start from a saved LoRA adapter instead of a fresh one: a directory with adapter_model.safetensors (a run's final/adapter or best/adapter; final/ or best/ itself also works), saved on this base model with the same r, alpha and target modules. The KL reference is then this starting policy (base + that adapter, kept as a second, frozen adapter: no copy of the model). The way to follow `rlft sft` with LoRA by `rlft train`: under bf16 the merged export rounds part of the adapter away, the adapter on the base keeps it. Empty: a fresh adapter (B = 0).")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 injects its layers into the transformers module in place, so ``policy.model`` stays the module
 the sampler and ``completion_logprobs`` call (its forward keeps ``logits_to_keep`` and the KV
 cache argument); only the adapter's parameters require grad. The KL reference is the same
-module with the adapter switched off (``rlft.models.reference``), not a second copy.
+module with the adapter switched off (``rlft.models.reference``), not a second copy. With
+``lora.init_adapter`` the adapter starts from a saved one, and a frozen copy of it is added as a
+second peft adapter (``reference.START``): the KL reference is then base + that adapter.
 
 peft is imported inside the functions: ``import rlft`` stays cheap.
 """
@@ -22,6 +24,7 @@ from torch import nn
 from rlft.config import LoraConfig
 from rlft.errors import RlftError
 from rlft.models.loading import is_linear
+from rlft.models.reference import START
 
 ADAPTER_DIR = "adapter"          # final/adapter/: the adapter alone, next to the merged model
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -64,7 +67,8 @@ def target_modules(model: nn.Module, spec: str) -> list[str]:
 
 
 def apply_lora(policy: Any, cfg: LoraConfig, *, task_type: str | None = None) -> None:
-    """Put a fresh LoRA adapter (B = 0, so the policy is unchanged) on ``policy.model`` in place.
+    """Put a fresh LoRA adapter (B = 0, so the policy is unchanged) on ``policy.model`` in place,
+    or with ``cfg.init_adapter`` the saved one (trained further) and a frozen copy of it.
 
     Leaves every base weight frozen. Idempotent: a policy that has an adapter keeps it (parts
     reused across runs continue training it). ``task_type``: peft's, by default the language
@@ -88,7 +92,44 @@ def apply_lora(policy: Any, cfg: LoraConfig, *, task_type: str | None = None) ->
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         adapter = get_peft_model(policy.model, peft_cfg)
     assert adapter.get_base_model() is policy.model  # injected in place: callers keep their module
+    if cfg.init_adapter:
+        _start_from(adapter, peft_cfg, cfg.init_adapter)
     policy.adapter = adapter
+
+
+def adapter_source(path: str | Path) -> Path:
+    """The directory that holds a saved adapter: ``path``, or ``path/adapter`` (a run's final/ or best/)."""
+    path = Path(path).expanduser()
+    for directory in (path, path / ADAPTER_DIR):
+        if (directory / ADAPTER_WEIGHTS).is_file():
+            return directory
+    raise RlftError(f"lora.init_adapter: no {ADAPTER_WEIGHTS} in {path} or in {path / ADAPTER_DIR}")
+
+
+def _start_from(adapter: Any, peft_cfg: Any, path: str) -> None:
+    """Load the adapter saved at ``path`` into the trained adapter and into a frozen copy, ``START``."""
+    import copy
+    import json
+
+    source = adapter_source(path)
+    saved_path = source / "adapter_config.json"
+    if saved_path.is_file():
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+        ours = {"r": peft_cfg.r, "lora_alpha": peft_cfg.lora_alpha, "target_modules": sorted(peft_cfg.target_modules)}
+        theirs = {"r": saved.get("r"), "lora_alpha": saved.get("lora_alpha"),
+                  "target_modules": sorted(saved.get("target_modules") or [])}
+        differ = [f"{k} {theirs[k]} (this run: {ours[k]})" for k in ours if theirs[k] != ours[k]]
+        if differ:
+            raise RlftError(f"lora.init_adapter: {saved_path} was saved with {'; '.join(differ)}; "
+                            "set lora.r, lora.alpha and lora.target_modules to the adapter's")
+    load_adapter_weights(adapter, source)
+    frozen = copy.copy(peft_cfg)
+    frozen.inference_mode = True
+    adapter.add_adapter(START, frozen)
+    load_adapter_weights(adapter, source, name=START)
+    for name, p in adapter.named_parameters():
+        if f".{START}." in name:
+            p.requires_grad_(False)
 
 
 def keep_base_in_bf16(policy: Any) -> int:
@@ -123,17 +164,21 @@ def is_adapter(model: Any) -> bool:
     return peft is not None and isinstance(model, peft.PeftModel)
 
 
-def load_adapter_weights(adapter: Any, directory: str | Path) -> None:
-    """Copy the adapter weights saved in ``directory`` into ``adapter`` in place (its optimizer
-    keeps pointing at the same tensors)."""
+def load_adapter_weights(adapter: Any, directory: str | Path, *, name: str = "default") -> None:
+    """Copy the adapter weights saved in ``directory`` into ``adapter``'s adapter ``name`` in place
+    (its optimizer keeps pointing at the same tensors)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     path = Path(directory) / ADAPTER_WEIGHTS
     if not path.is_file():
         raise RlftError(f"{directory}: no {ADAPTER_WEIGHTS} in the checkpoint (was it saved with lora.r=0?)")
-    result = set_peft_model_state_dict(adapter, load_file(str(path), device="cpu"))
-    missing = [k for k in result.missing_keys if "lora_" in k]
+    try:
+        result = set_peft_model_state_dict(adapter, load_file(str(path), device="cpu"), adapter_name=name)
+    except RuntimeError as err:  # torch's size mismatch: saved on another model or rank
+        first = str(err).strip().splitlines()[-1].strip()
+        raise RlftError(f"{path}: adapter weights do not fit this model ({first[:200]})") from None
+    missing = [k for k in result.missing_keys if "lora_" in k and f".{name}." in k]
     if missing or result.unexpected_keys:
         keys = missing or result.unexpected_keys
         raise RlftError(f"{path}: adapter weights do not fit this run's lora settings ({', '.join(keys[:3])})")
@@ -178,4 +223,9 @@ def save_merged(adapter: Any, directory: Path) -> None:
     the adapter alone (loads with ``PeftModel.from_pretrained`` on the base model)."""
     model = adapter.get_base_model()
     model.save_pretrained(directory, state_dict=merged_state_dict(adapter), safe_serialization=True)
-    adapter.save_pretrained(directory / ADAPTER_DIR, safe_serialization=True)
+    save_adapter(adapter, directory / ADAPTER_DIR)
+
+
+def save_adapter(adapter: Any, directory: Path, **kwargs: Any) -> None:
+    """The trained (active) adapter alone, in peft's format: not ``lora.init_adapter``'s frozen copy."""
+    adapter.save_pretrained(directory, safe_serialization=True, selected_adapters=[adapter.active_adapter], **kwargs)

@@ -97,9 +97,11 @@ class WeightSync:
         if not (force or self.changed()):
             return False
         if self.policy.adapter is not None:  # LoRA: the adapter alone, as a new LoRA request
+            from rlft.models.lora import save_adapter
+
             version = self.pushes + 1
             path = self.directory / f"v{version:06d}"
-            self.policy.adapter.save_pretrained(path, safe_serialization=True)
+            save_adapter(self.policy.adapter, path)
             self.adapter = AdapterVersion(version, path)
         else:
             engine.load_weights(checkpoint_names(self.policy.model))

@@ -51,7 +51,7 @@ def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merg
     from transformers.utils import logging as hf_logging
 
     from rlft.models.loading import restore_dropout_in_saved_config
-    from rlft.models.lora import is_adapter, save_merged
+    from rlft.models.lora import is_adapter, save_adapter, save_merged
 
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     # transformers >= 5 shows a "Writing model shards" bar that would break the loop's live progress bar.
@@ -60,6 +60,8 @@ def _save_model(model: torch.nn.Module, tokenizer: Any, directory: Path, *, merg
     try:
         if merged and is_adapter(model):
             save_merged(model, directory)
+        elif is_adapter(model):
+            save_adapter(model, directory, state_dict=state_dict)
         else:
             model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     finally:
