@@ -266,7 +266,8 @@ def rl_run(task: str, start_model: str, out_dir: Path, candidate: dict[str, Any]
     rewards = [r["reward"] for r in train_rows]
     greedy = [r["greedy_reward"] for r in train_rows if "greedy_reward" in r]
     k = max(1, len(rewards) // 5)
-    out = {"task": task, "start_model": start_model, "final_dir": str(result.final_dir), "candidate": candidate,
+    out = {"task": task, "start_model": start_model, "model_settings": model_settings or {},
+           "final_dir": str(result.final_dir), "candidate": candidate,
            "steps": steps, "prompts_per_step": prompts, "group_size": group,
            "completions": steps * prompts * group, "skipped_steps": result.skipped_steps,
            "reward_first": mean(rewards[:k]), "reward_last": mean(rewards[-k:]),
@@ -280,12 +281,18 @@ def rl_run(task: str, start_model: str, out_dir: Path, candidate: dict[str, Any]
 
 
 def eval_model(task: str, model_dir: str, examples_of: Any, *, cache: Path, tag: str, split: str, threads: int,
-               precision: str, seed: int, eval_settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate a saved model on ``examples_of(parts)`` (a function of the loaded splits)."""
+               precision: str, seed: int, eval_settings: dict[str, Any] | None = None,
+               cache_key: str | None = None) -> dict[str, Any]:
+    """Evaluate a saved model on ``examples_of(parts)`` (a function of the loaded splits).
+    ``cache_key``: the directory whose weights identify the model, when it is not ``model_dir``
+    (a LoRA adapter loaded on the base model through ``eval_settings``)."""
+    from rlft.training.setup import prepare_parts
+
     config = make_config(task, model_dir, cache.parent, {"eval.max_examples": 0, **(eval_settings or {})},
                          threads=threads, precision=precision, seed=seed)
-    parts = build(config)
-    return evaluate_cached(parts, examples_of(parts.splits), cache=cache, tag=tag, split=split, model=model_dir)
+    parts = prepare_parts(config)  # build_parts, then lora.* when the settings have them
+    return evaluate_cached(parts, examples_of(parts.splits), cache=cache, tag=tag, split=split,
+                           model=cache_key or model_dir)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,16 @@ of per-seed differences with its t-interval beside the paired-bootstrap CI of th
 buckets (exploratory; only the whole-split row is a planned comparison), and the target as
 rules, each outcome printed.
 
-Results: learning-v2.{json,md} in ``--results`` and the ledger in ``--results``/test-ledger/.
+With LoRA (``lora.r`` in ``--set``) every trained model is scored as the base model with its
+adapter on top, in the run's precision (what training computed and validated), and SFT+RL trains on
+from the chosen SFT run's adapter (``lora.init_adapter``: the KL reference is that SFT policy).
+Protocol learning-v2 scored the merged export instead and started SFT+RL from it; under bf16 the
+merged model rounds base + delta to bf16 in every matmul and loses part of the adapter
+(``benchmarks.merge_precision``), so v3 is v2 with that fixed; the SFT stage is the same, and
+``--reuse-sft DIR`` takes SFT runs already made by the same SFT settings (each run's summary is
+checked against this command's SFT budget; the results file records the directory).
+
+Results: learning-v3.{json,md} in ``--results`` and the ledger in ``--results``/test-ledger/.
 ``--smoke`` runs all of it on a tiny random model in under a minute (tests/benchmarks).
 
     python -m benchmarks.learning --tasks summarization --work runs/bench3
@@ -43,7 +52,7 @@ from benchmarks import protocol as P
 from benchmarks.common import RESULTS, compare, eval_model, fmt_ci, log, rl_run, summary
 from benchmarks.learning_report import markdown, seeds_ci
 
-PROTOCOL = "learning-v2"
+PROTOCOL = "learning-v3"
 TASKS = ("summarization", "code_summary", "dialogue", "translation", "translation_fr")
 # Held-out rows scored per task (first N of the split, which is in sha256 order, i.e. a random
 # sample); 0 = the whole split. Only dialogue (1000 rows, 48-token replies) is subsampled, and
@@ -97,7 +106,8 @@ class Arms:
         self.task, self.args = task, args
         self.root = Path(args.work) / PROTOCOL / task
         self.model_settings = common.settings_of(args.set)
-        # Evaluations load the exported (merged) model: no fresh adapter on top of it.
+        self.lora = int(self.model_settings.get("lora.r", 0) or 0) > 0
+        # The base model is scored without an adapter; a trained LoRA model as base + its adapter.
         self.eval_settings = {k: v for k, v in self.model_settings.items() if not k.startswith("lora.")}
         self.kw = {"threads": args.threads, "precision": args.precision}
         self.test_split_rows = 0
@@ -110,18 +120,33 @@ class Arms:
         n = self.args.test_rows if self.args.test_rows is not None else TEST_ROWS[self.task]
         return splits["test"][: n or None]
 
+    def adapter_settings(self, model_dir: str) -> dict[str, Any]:
+        """A trained LoRA model (a run's best/ or final/) as the base model with its adapter on top:
+        the settings that load it so. Empty for the base model and for full fine-tuning."""
+        if not self.lora or model_dir == self.args.model:
+            return {}
+        from rlft.models.lora import adapter_source
+
+        return {**self.model_settings, "lora.init_adapter": str(adapter_source(model_dir))}
+
     def evaluate(self, model_dir: str, ident: str, split: str) -> dict[str, Any]:
         rows = self.val_rows if split == "validation" else self.test_rows
         n = self.args.val_rows if split == "validation" else (
             self.args.test_rows if self.args.test_rows is not None else TEST_ROWS[self.task])
-        return eval_model(self.task, model_dir, rows, cache=self.root / "evals" / f"{split}{n}-{ident}.json",
-                          tag=f"{ident}-{split}", split=split, seed=self.args.seeds[0], eval_settings=self.eval_settings,
-                          **self.kw)
+        adapter = self.adapter_settings(model_dir)
+        model, settings = (self.args.model, adapter) if adapter else (model_dir, self.eval_settings)
+        return eval_model(self.task, model, rows, cache=self.root / "evals" / f"{split}{n}-{ident}.json",
+                          tag=f"{ident}-{split}", split=split, seed=self.args.seeds[0], eval_settings=settings,
+                          cache_key=adapter.get("lora.init_adapter"), **self.kw)
 
     def sft(self, lr: float, seed: int) -> dict[str, Any]:
         a = self.args
+        out_dir = self.root / "sft" / f"lr{lr:g}-seed{seed}"
+        if a.reuse_sft and (Path(a.reuse_sft) / out_dir.name / "summary.json").is_file():
+            out_dir = Path(a.reuse_sft) / out_dir.name
+            _check_reused_sft(out_dir, a, lr)
         info = common.sft_with_patience(
-            self.task, a.model, self.root / "sft" / f"lr{lr:g}-seed{seed}", base_val=None, val_n=a.val_rows,
+            self.task, a.model, out_dir, base_val=None, val_n=a.val_rows,
             eval_every=a.sft_eval_every, patience=a.patience, max_steps=a.sft_max_steps, max_minutes=a.sft_minutes,
             lr=lr, batch_size=a.sft_batch, seed=seed, model_settings=self.model_settings, base_competes=False, **self.kw)
         return {"model_dir": info["best_dir"], "run": info}
@@ -130,10 +155,26 @@ class Arms:
         a = self.args
         # the start is in the directory name: SFT+RL at seed s starts from the SFT model of seed s
         start_tag = "base" if start == a.model else Path(start).parent.name
-        run = rl_run(self.task, start, self.root / arm / f"{cand_name(cand)}-from-{start_tag}-seed{seed}", cand,
+        # LoRA: from an SFT run, the base model with the SFT adapter, trained on (not its merged export)
+        adapter = self.adapter_settings(start)
+        run = rl_run(self.task, a.model if adapter else start,
+                     self.root / arm / f"{cand_name(cand)}-from-{start_tag}-seed{seed}", cand,
                      steps=a.rl_steps, prompts=a.prompts, group=a.group, seed=seed,
-                     model_settings=self.model_settings, **self.kw)
+                     model_settings=adapter or self.model_settings, **self.kw)
         return {"model_dir": run["final_dir"], "run": run}
+
+
+def _check_reused_sft(out_dir: Path, args: argparse.Namespace, lr: float) -> None:
+    """A reused SFT run must have been made with this command's SFT budget and model."""
+    import json
+
+    done = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    want = {"lr": lr, "batch_size": args.sft_batch, "eval_every": args.sft_eval_every, "patience": args.patience,
+            "val_n": args.val_rows, "start_model": args.model}
+    differ = [f"{k} {done.get(k)!r} (this command: {v!r})" for k, v in want.items() if done.get(k) != v]
+    if differ or done.get("steps_run", 0) > args.sft_max_steps:
+        raise P.ProtocolError(f"--reuse-sft: {out_dir} was trained with other SFT settings: "
+                              f"{'; '.join(differ) or 'more steps than --sft-max-steps'}")
 
 
 def _candidates(arms: Arms, arm: str, grid: list[dict[str, Any]], start: str | None) -> dict[str, dict[str, Any]]:
@@ -203,7 +244,8 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
             settings = r["run"].get("settings") or {"lr": r["candidate"]["lr"]}
             items[f"{arm}@{seed}"] = {"model_dir": r["model_dir"], "candidate": r["candidate"],
                                       "config_hash": P.config_hash({"arm": arm, "seed": seed, "settings": settings,
-                                                                    "start": r["run"].get("start_model")})}
+                                                                    "start": r["run"].get("start_model"),
+                                                                    **_init_adapter(r["run"])})}
     ledger = P.TestLedger(Path(args.results), task=task, model=args.model, protocol=PROTOCOL)
     test = ledger.score(items, lambda ident, item: arms.evaluate(item["model_dir"], f"{ident}-{item['config_hash']}",
                                                                  "test"),
@@ -236,6 +278,11 @@ def run_task(task: str, args: argparse.Namespace) -> dict[str, Any]:
                                                          seed=seeds[0]),
         "target": target,
     }
+
+
+def _init_adapter(run: dict[str, Any]) -> dict[str, Any]:
+    adapter = (run.get("model_settings") or {}).get("lora.init_adapter")
+    return {"init_adapter": adapter} if adapter else {}
 
 
 def _monitors(ev: dict[str, Any]) -> dict[str, Any]:
@@ -311,10 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=list(MODEL_SETTINGS), metavar="KEY=VALUE",
                    help="dotted settings of every run and evaluation (LoRA keys: training only)")
     p.add_argument("--work", default="runs/bench3", help="run directories and cached evaluations")
-    p.add_argument("--results", default=str(RESULTS), help="where learning-v2.{json,md} and test-ledger/ go")
+    p.add_argument("--results", default=str(RESULTS), help=f"where {PROTOCOL}.{{json,md}} and test-ledger/ go")
     p.add_argument("--test-rows", type=int, default=None, help="test rows per task (0 = all); default per task")
     p.add_argument("--val-rows", type=int, default=100, help="validation rows for early stopping and selection")
     p.add_argument("--sft-grid", default="1e-4,3e-4", help="SFT candidates: learning rates, K of them")
+    p.add_argument("--reuse-sft", default="", metavar="DIR",
+                   help="a directory of SFT runs (lr<lr>-seed<seed>/) made with the same SFT settings, to use "
+                        "instead of training them again")
     p.add_argument("--sft-batch", type=int, default=16)
     p.add_argument("--sft-eval-every", type=int, default=25)
     p.add_argument("--patience", type=int, default=2, help="evaluations without a new best before SFT stops")
@@ -359,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         entry["command"] = command
         entry["machine"] = machine | {"load_average_at_end": machine_facts()["load_average"]}
-        data = common.update_results(results / "learning-v2.json", task, entry, meta)
-        atomic_write(results / "learning-v2.md", markdown(data, protocol=PROTOCOL, tasks=TASKS))
+        if args.reuse_sft:
+            entry["sft_reused_from"] = args.reuse_sft
+        data = common.update_results(results / f"{PROTOCOL}.json", task, entry, meta)
+        atomic_write(results / f"{PROTOCOL}.md", markdown(data, protocol=PROTOCOL, tasks=TASKS))
         c = entry["comparisons"]["sft+rl - best_sft"]
         log(f"{task}: best SFT = {entry['best_sft']}; SFT+RL - best SFT over seeds {seeds_ci(c['metric_seeds'])}, "
             f"bootstrap {fmt_ci(c['bootstrap'].get('metric'))}; {entry['test_ledger']['note']}; "

@@ -167,7 +167,7 @@ def test_learning_smoke_runs_the_protocol(tmp_path):
     argv = ["--smoke", "--work", str(work), "--rl-rules", "second_metric >= baseline + 1000", "max metric"]
     assert learning.main(argv) == 0
     results = work / "results"
-    data = json.loads((results / "learning-v2.json").read_text())
+    data = json.loads((results / f"{learning.PROTOCOL}.json").read_text())
     e = data["tasks"]["summarization"]
     assert e["test_ledger"]["test_scored"] == 1 and e["test_ledger"]["note"] == "test scored once"
     # equal tuning budget, and best SFT chosen among the SFT candidates and the base model
@@ -190,11 +190,24 @@ def test_learning_smoke_runs_the_protocol(tmp_path):
     assert checks["whole_test_split"]["passed"] is False and e["target"]["met"] is False
     assert e["buckets"][0]["bucket"] == "all" and e["buckets"][0]["planned"] is True
     assert all(not b["planned"] for b in e["buckets"][1:])
-    md = (results / "learning-v2.md").read_text()
+    md = (results / f"{learning.PROTOCOL}.md").read_text()
     assert "FALLBACK" in md and "test scored once" in md and f"({e['best_sft']})" in md and "exploratory" in md
     # the machine each task ran on, with its load before and after
     assert e["machine"]["threads"] == 1 and len(e["machine"]["at_start"]["load_average"]) == 3
     assert f"{e['machine']['at_start']['cores']} cores" in md and "load " in md
+
+    # LoRA models are scored as base + adapter: an SFT candidate's validation figure is the one its
+    # run computed while training (learning-v2's merged export under bf16 was not)
+    root = work / learning.PROTOCOL / "summarization"
+    for ident, cand in e["candidates"]["sft"].items():
+        run = json.loads((root / "sft" / f"lr{cand['candidate']['lr']:g}-seed0" / "summary.json").read_text())
+        assert cand["val"]["metric"] == run["best_val"], ident
+    # SFT+RL trains on from the SFT run's adapter on the base model
+    for rl_dir in (root / "sft+rl").iterdir():
+        run = json.loads((rl_dir / "summary.json").read_text())
+        sft_dir = rl_dir.name.split("-from-")[1].rsplit("-seed", 1)[0]
+        assert run["start_model"] == data["meta"]["model"]
+        assert run["model_settings"]["lora.init_adapter"] == str(root / "sft" / sft_dir / "best" / "adapter")
 
     # a second scoring of the same (task, model, protocol) is refused ...
     assert learning.main(argv) == 2
@@ -202,7 +215,21 @@ def test_learning_smoke_runs_the_protocol(tmp_path):
     assert len(json.loads(ledger_file.read_text())["scorings"]) == 1
     # ... unless forced with a reason, and then the results say so
     assert learning.main(argv + ["--rescore-test", "--rescore-reason", "smoke: checking the ledger"]) == 0
-    e = json.loads((results / "learning-v2.json").read_text())["tasks"]["summarization"]
+    e = json.loads((results / f"{learning.PROTOCOL}.json").read_text())["tasks"]["summarization"]
     assert e["test_ledger"]["note"] == "test scored 2 times"
     assert e["test_ledger"]["scorings"][1]["reason"] == "smoke: checking the ledger"
-    assert "test scored 2 times" in (results / "learning-v2.md").read_text()
+    assert "test scored 2 times" in (results / f"{learning.PROTOCOL}.md").read_text()
+
+
+def test_reused_sft_runs_must_have_this_commands_sft_settings(tmp_path):
+    run = tmp_path / "lr0.0001-seed0"
+    run.mkdir()
+    summary = {"lr": 1e-4, "batch_size": 16, "eval_every": 10, "patience": 2, "val_n": 60, "start_model": "m",
+               "steps_run": 40}
+    (run / "summary.json").write_text(json.dumps(summary))
+    args = SimpleNamespace(sft_batch=16, sft_eval_every=10, patience=2, val_rows=60, model="m", sft_max_steps=40)
+    learning._check_reused_sft(run, args, 1e-4)  # the same settings: accepted
+    with pytest.raises(P.ProtocolError, match=r"trained with other SFT settings: patience 2 \(this command: 3\)"):
+        learning._check_reused_sft(run, SimpleNamespace(**{**vars(args), "patience": 3}), 1e-4)
+    with pytest.raises(P.ProtocolError, match="more steps than --sft-max-steps"):
+        learning._check_reused_sft(run, SimpleNamespace(**{**vars(args), "sft_max_steps": 20}), 1e-4)
